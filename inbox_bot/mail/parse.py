@@ -17,6 +17,7 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 
+from inbox_bot.addresses import normalise_address
 from inbox_bot.types import InboundMail
 
 MAX_DEPTH = 8
@@ -30,19 +31,6 @@ EMBEDDED_HEADER_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "mes
 
 class ParseFailure(Exception):
     """The message could not be read at all; the reason is the message text."""
-
-
-def normalise_address(addr: str) -> str:
-    """Lower-case local part and domain; IDNA-encode a non-ASCII domain (so lookalikes never equal)."""
-    addr = addr.strip()
-    local, _, domain = addr.rpartition("@")
-    if not local:
-        return addr.lower()
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        domain = domain.lower()
-    return f"{local.lower()}@{domain.lower()}"
 
 
 def _addresses(msg: Message, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
