@@ -1,0 +1,72 @@
+"""Where inbound mail comes from. A source lists new messages as (key, bytes) and marks one done.
+
+``MaildirSource`` is the embedded default: new mail is a file in ``new/``; marking it done
+moves it to ``cur/`` (unflagged, so a person's mail client still shows it unread). The key is
+the file's base name, which stays stable across that move.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class SourceError(RuntimeError):
+    """The source cannot be read (missing folder, server down); the message says which and why."""
+
+
+class Source(Protocol):
+    def pending(self) -> Iterator[tuple[str, bytes]]: ...
+
+    def mark_done(self, key: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class MaildirSource:
+    root: Path
+
+    def __post_init__(self) -> None:
+        for sub in ("new", "cur", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return "maildir:" + name.split(":2,", 1)[0]
+
+    def pending(self) -> Iterator[tuple[str, bytes]]:
+        """Files in new/ oldest first (by name, which Maildir writers start with a timestamp)."""
+        try:
+            names = sorted(os.listdir(self.root / "new"))
+        except OSError as exc:
+            raise SourceError(f"maildir {self.root}: {exc}") from exc
+        for name in names:
+            if name.startswith("."):
+                continue
+            try:
+                data = (self.root / "new" / name).read_bytes()
+            except FileNotFoundError:
+                continue  # another process took it meanwhile
+            yield self._key(name), data
+
+    def mark_done(self, key: str) -> None:
+        name = key.removeprefix("maildir:")
+        src = self.root / "new" / name
+        if src.exists():
+            os.replace(src, self.root / "cur" / f"{name}:2,")
+
+    def close(self) -> None:
+        return None
+
+
+def open_source(url: str, base_dir: Path) -> Source:
+    """A source for ``mailbox.source`` ("maildir:PATH"; IMAP comes with its own module)."""
+    scheme, _, rest = url.partition(":")
+    if scheme == "maildir":
+        path = Path(rest).expanduser()
+        return MaildirSource(path if path.is_absolute() else base_dir / path)
+    raise SourceError(f"mailbox.source: {scheme}: sources are not available in this version")

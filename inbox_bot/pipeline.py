@@ -1,0 +1,224 @@
+"""One message's way through: source -> parse -> triage -> act (one transaction) -> mark processed.
+
+The message is marked processed at the source only after the transaction committed. If the
+process dies in between, the next pass finds the message's ``source_key`` already recorded
+and only marks it: no second action, no second mail. The same message arriving again under
+another key (same Message-ID or same bytes) is recorded as ``duplicate`` and not acted on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, or_, select
+
+from inbox_bot.intake import parse_notification
+from inbox_bot.mail.parse import ParseFailure, parse_mail
+from inbox_bot.mail.sources import Source
+from inbox_bot.store.db import transaction
+from inbox_bot.store.models import DeletionRequest, Flag, InboundMessage, OutboxMail, ReplyToken
+from inbox_bot.tokens import token_hash, tokens_in
+from inbox_bot.triage import TriageContext, triage
+from inbox_bot.triage.sender import Sender
+from inbox_bot.types import Action, Candidates, Decision, Facts, InboundMail, Intent, RequestSnapshot, State
+from inbox_bot.workflow import TransitionError, Workflow
+
+log = logging.getLogger("inbox_bot.pipeline")
+
+OPEN_STATES = (State.RECEIVED, State.AWAITING_CONFIRMATION, State.ERASURE_QUEUED, State.ERASING)
+
+SUGGESTIONS = {
+    Intent.CONFIRM: "looks like a confirmation: check the sender, then `request confirm`",
+    Intent.CANCEL: "looks like a change of mind: check the sender, then `request cancel`",
+    Intent.QUESTION: "answer the customer's question; nothing is erased until they confirm",
+    Intent.NONE: "read the message and decide: confirm, cancel or reply",
+}
+
+
+def snapshot(s: Session, req: DeletionRequest) -> RequestSnapshot:
+    open_flag = s.exec(select(Flag.id).where(Flag.request_id == req.id, Flag.status == "open")).first()
+    return RequestSnapshot(id=req.id, email=req.email, state=State(req.state), open_flag=open_flag is not None,
+                           account_id=req.account_id)
+
+
+def find_candidates(s: Session, mail: InboundMail, mailbox: str) -> Candidates:
+    """The I/O half of matching: look the message's ids, tokens and sender up in the database."""
+    by_thread = None
+    ids = [*mail.in_reply_to, *reversed(mail.references), *mail.embedded_ids]
+    if ids:
+        rows = s.exec(select(OutboxMail.message_id, OutboxMail.request_id)
+                      .where(OutboxMail.message_id.in_(ids), OutboxMail.request_id.is_not(None))).all()
+        owner = dict(rows)
+        for mid in ids:  # In-Reply-To first, then the newest reference
+            if mid in owner:
+                by_thread = snapshot(s, s.get(DeletionRequest, owner[mid]))
+                break
+    by_token, tokens = None, tokens_in([*mail.to_addrs, *mail.cc_addrs], mailbox)
+    for token in tokens:
+        row = s.exec(select(ReplyToken).where(ReplyToken.token_hash == token_hash(token))).first()
+        if row is not None:
+            by_token = snapshot(s, s.get(DeletionRequest, row.request_id))
+            break
+    by_sender: tuple[RequestSnapshot, ...] = ()
+    if mail.from_addr:
+        reqs = s.exec(select(DeletionRequest).where(DeletionRequest.email == mail.from_addr,
+                                                    DeletionRequest.state.in_([x.value for x in OPEN_STATES]))
+                      .order_by(DeletionRequest.id.desc())).all()
+        by_sender = tuple(snapshot(s, r) for r in reqs)
+    return Candidates(by_thread=by_thread, by_token=by_token, token_seen=bool(tokens), by_sender=by_sender)
+
+
+@dataclass
+class Pipeline:
+    engine: Engine
+    workflow: Workflow
+    context: TriageContext
+    clock: Callable[[], datetime]
+
+    def process(self, source: Source) -> Counter:
+        """Process every pending message of ``source``; one bad message never stops the rest."""
+        counts: Counter = Counter()
+        for key, raw in source.pending():
+            try:
+                outcome = self.process_one(key, raw)
+            except Exception:  # noqa: BLE001 - keep going; the message stays pending and is retried
+                log.exception("message key=%s: unexpected error, left pending for the next pass", key)
+                counts["error"] += 1
+                continue
+            source.mark_done(key)
+            counts[outcome] += 1
+        return counts
+
+    def process_one(self, key: str, raw: bytes) -> str:
+        """Record and act on one message; returns the action taken ('seen' if it was done before)."""
+        with transaction(self.engine) as s:
+            if s.exec(select(InboundMessage.id).where(InboundMessage.source_key == key)).first():
+                log.info("message key=%s already processed: marking it done", key)
+                return "seen"
+        try:
+            mail = parse_mail(raw, key)
+        except ParseFailure as exc:
+            return self._quarantine(key, raw, str(exc))
+        try:
+            with transaction(self.engine) as s:
+                action = self._act(s, mail)
+        except IntegrityError:
+            log.info("message key=%s was recorded by another process meanwhile", key)
+            return "seen"
+        return action
+
+    # --- inside the transaction ----------------------------------------------------------------
+
+    def _act(self, s: Session, mail: InboundMail) -> str:
+        now = self.clock()
+        dup = self._duplicate_of(s, mail)
+        if dup is not None:
+            self._record(s, mail, Action.DUPLICATE, Intent.NONE, [f"same message as inbound #{dup.id}"],
+                         request_id=dup.request_id)
+            log.info("message %s key=%s duplicate of inbound #%s", mail.message_id, mail.source_key, dup.id)
+            return Action.DUPLICATE.value
+        notification = parse_notification(mail)
+        if notification is not None:
+            return self._intake(s, mail, notification, now)
+        ctx = replace(self.context, candidates=find_candidates(s, mail, self.context.mailbox_address))
+        decision = triage(mail, ctx)
+        inbound = self._record(s, mail, decision.action, decision.intent, list(decision.reasons),
+                               request_id=decision.request_id, decision=decision)
+        self._apply(s, mail, decision, inbound, now)
+        log.info("message %s key=%s request=%s intent=%s action=%s reasons=%s", mail.message_id,
+                 mail.source_key, decision.request_id, decision.intent.value, inbound.action,
+                 "; ".join(json.loads(inbound.reasons_json)))
+        return inbound.action
+
+    def _duplicate_of(self, s: Session, mail: InboundMail) -> InboundMessage | None:
+        cond = InboundMessage.raw_sha256 == mail.raw_sha256
+        if mail.message_id:
+            cond = or_(cond, InboundMessage.message_id == mail.message_id)
+        return s.exec(select(InboundMessage).where(cond, InboundMessage.action != Action.DUPLICATE.value)
+                      .order_by(InboundMessage.id)).first()
+
+    def _record(self, s: Session, mail: InboundMail, action: Action, intent: Intent, reasons: list[str], *,
+                request_id: int | None, decision: Decision | None = None) -> InboundMessage:
+        row = InboundMessage(
+            source_key=mail.source_key, message_id=mail.message_id, raw_sha256=mail.raw_sha256,
+            request_id=request_id, from_addr=mail.from_addr, subject=mail.subject[:500], intent=intent.value,
+            action=action.value, reasons_json=json.dumps(reasons),
+            evidence_json=json.dumps([e.line() for e in decision.evidence]) if decision else "[]",
+            reply_text=decision.facts.reply_text[:5000] if decision else "", received_at=self.clock(),
+        )
+        s.add(row)
+        s.flush()
+        return row
+
+    def _apply(self, s: Session, mail: InboundMail, decision: Decision, inbound: InboundMessage,
+               now: datetime) -> None:
+        if decision.request_id is None or decision.action in (Action.IGNORE, Action.UNMATCHED):
+            return
+        req = s.get(DeletionRequest, decision.request_id)
+        actor = f"customer:{mail.message_id or mail.source_key}"
+        reasons = list(decision.reasons)
+        try:
+            if decision.action is Action.QUEUE_ERASURE:
+                self.workflow.confirm(s, req, actor=actor, now=now, reasons=reasons, message_id=mail.message_id)
+                self._use_tokens(s, mail, now)
+                return
+            if decision.action is Action.CANCEL:
+                self.workflow.cancel(s, req, actor=actor, now=now, reasons=reasons, message_id=mail.message_id)
+                return
+        except TransitionError as exc:
+            inbound.action = Action.FLAG_HUMAN.value
+            inbound.reasons_json = json.dumps([*reasons, str(exc)])
+            s.add(inbound)
+            reasons.append(str(exc))
+        self.workflow.flag(s, req, reason=reasons[-1], now=now, suggestion=SUGGESTIONS[decision.intent],
+                           evidence=[e.line() for e in decision.evidence], reply_text=decision.facts.reply_text,
+                           inbound_id=inbound.id, message_id=mail.message_id)
+
+    def _use_tokens(self, s: Session, mail: InboundMail, now: datetime) -> None:
+        for token in tokens_in([*mail.to_addrs, *mail.cc_addrs], self.context.mailbox_address):
+            row = s.exec(select(ReplyToken).where(ReplyToken.token_hash == token_hash(token))).first()
+            if row is not None and row.used_at is None:
+                row.used_at = now
+                s.add(row)
+
+    def _intake(self, s: Session, mail: InboundMail, note, now: datetime) -> str:  # noqa: ANN001
+        """A deletion request notified by the app: act only on a verified app sender."""
+        app = self.workflow.cfg.app_sender
+        facts = Facts(request=RequestSnapshot(id=0, email=app, state=State.RECEIVED))
+        evidence = Sender().run(mail, self.context, facts)
+        problem = note.problem or (None if facts.sender_verified else
+                                   f"app notification not from a verified {app}: {evidence.detail}")
+        if problem:
+            inbound = self._record(s, mail, Action.FLAG_HUMAN, Intent.NONE, [problem], request_id=None)
+            self.workflow.flag(s, None, reason=problem, now=now, inbound_id=inbound.id,
+                               message_id=mail.message_id, evidence=[evidence.line()],
+                               suggestion="check with the app team; add the request by hand if genuine")
+            log.warning("message %s: %s", mail.message_id, problem)
+            return Action.FLAG_HUMAN.value
+        req = self.workflow.add_request(s, email=note.email, account_id=note.account_id, note=note.note,
+                                        actor=f"app:{mail.message_id}", now=now, source="app-notification")
+        self._record(s, mail, Action.IGNORE, Intent.NONE, [f"app notification: created request {req.id}"],
+                     request_id=req.id)
+        log.info("message %s: app notification created request %s for %s", mail.message_id, req.id, req.email)
+        return Action.IGNORE.value
+
+    def _quarantine(self, key: str, raw: bytes, reason: str) -> str:
+        """Keep an unreadable message (it stays in the mailbox), record it and flag it with the reason."""
+        with transaction(self.engine) as s:
+            row = InboundMessage(source_key=key, raw_sha256=hashlib.sha256(raw).hexdigest(),
+                                 action=Action.FLAG_HUMAN.value, intent=Intent.NONE.value,
+                                 reasons_json=json.dumps([f"malformed mail: {reason}"]), received_at=self.clock())
+            s.add(row)
+            s.flush()
+            self.workflow.flag(s, None, reason=f"malformed mail kept unprocessed: {reason}", now=self.clock(),
+                               inbound_id=row.id, suggestion="open the message in the mailbox and handle it by hand")
+        log.warning("message key=%s quarantined: %s", key, reason)
+        return Action.FLAG_HUMAN.value
