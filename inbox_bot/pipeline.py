@@ -22,7 +22,7 @@ from sqlmodel import Session, or_, select
 
 from inbox_bot.intake import parse_notification
 from inbox_bot.mail.parse import ParseFailure, parse_mail
-from inbox_bot.mail.sources import Source
+from inbox_bot.mail.sources import Source, SourceItem
 from inbox_bot.store.db import transaction
 from inbox_bot.store.models import DeletionRequest, Flag, InboundMessage, OutboxMail, ReplyToken
 from inbox_bot.tokens import token_hash, tokens_in
@@ -86,23 +86,27 @@ class Pipeline:
     def process(self, source: Source) -> Counter:
         """Process every pending message of ``source``; one bad message never stops the rest."""
         counts: Counter = Counter()
-        for key, raw in source.pending():
+        for item in source.pending():
             try:
-                outcome = self.process_one(key, raw)
+                outcome = self.process_one(item)
             except Exception:  # noqa: BLE001 - keep going; the message stays pending and is retried
-                log.exception("message key=%s: unexpected error, left pending for the next pass", key)
+                log.exception("message key=%s: unexpected error, left pending for the next pass", item.key)
                 counts["error"] += 1
                 continue
-            source.mark_done(key)
+            source.mark_done(item.key, outcome)
             counts[outcome] += 1
         return counts
 
-    def process_one(self, key: str, raw: bytes) -> str:
+    def process_one(self, item: SourceItem) -> str:
         """Record and act on one message; returns the action taken ('seen' if it was done before)."""
+        key = item.key
         with transaction(self.engine) as s:
             if s.exec(select(InboundMessage.id).where(InboundMessage.source_key == key)).first():
                 log.info("message key=%s already processed: marking it done", key)
                 return "seen"
+        if item.raw is None:
+            return self._quarantine(key, b"", item.problem or "the source could not load the message")
+        raw = item.raw
         try:
             mail = parse_mail(raw, key)
         except ParseFailure as exc:

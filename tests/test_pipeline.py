@@ -114,7 +114,7 @@ def test_crash_between_commit_and_mark_processed_acts_once(app, monkeypatch) -> 
     rid = asked(app)
     drop(app, reply(app, "Yes, please delete my account."), "1.confirm")
 
-    def die(self, key: str) -> None:
+    def die(self, key: str, outcome: str) -> None:
         raise CrashAfterCommit(key)
 
     monkeypatch.setattr(MaildirSource, "mark_done", die)

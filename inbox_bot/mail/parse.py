@@ -95,14 +95,16 @@ def _walk(msg: Message, problems: list[str], embedded: list[str]) -> tuple[list[
             raise ParseFailure(f"more than {MAX_PARTS} MIME parts")
         ctype = part.get_content_type()
         types.append(ctype)
+        if ctype in EMBEDDED_HEADER_TYPES:
+            embedded.extend(_embedded_ids(part))
+            return
+        if ctype.startswith("message/"):
+            return  # delivery reports and attached mails are not the sender's words
         if part.is_multipart():
             for sub in part.get_payload():
                 visit(sub, depth + 1)
             return
-        if ctype in EMBEDDED_HEADER_TYPES:
-            embedded.extend(_embedded_ids(part))
-            return
-        if ctype.startswith("message/") or part.get_content_disposition() == "attachment":
+        if part.get_content_disposition() == "attachment":
             return
         if ctype == "text/plain":
             plains.append(_decode_part(part, problems))

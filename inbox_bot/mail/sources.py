@@ -1,4 +1,4 @@
-"""Where inbound mail comes from. A source lists new messages as (key, bytes) and marks one done.
+"""Where inbound mail comes from. A source lists new messages as ``SourceItem``s and marks each done.
 
 ``MaildirSource`` is the embedded default: new mail is a file in ``new/``; marking it done
 moves it to ``cur/`` (unflagged, so a person's mail client still shows it unread). The key is
@@ -18,10 +18,25 @@ class SourceError(RuntimeError):
     """The source cannot be read (missing folder, server down); the message says which and why."""
 
 
-class Source(Protocol):
-    def pending(self) -> Iterator[tuple[str, bytes]]: ...
+@dataclass(frozen=True)
+class SourceItem:
+    """One message of a source. ``raw`` is None when the source refused to load it (``problem`` says
+    why, e.g. over the size limit); the pipeline then flags it for a person without reading it.
+    ``folder`` is "inbox" for customers' mail, "sent" for replies staff sent from their own client.
+    """
 
-    def mark_done(self, key: str) -> None: ...
+    key: str
+    raw: bytes | None
+    size: int
+    folder: str = "inbox"
+    problem: str | None = None
+
+
+class Source(Protocol):
+    def pending(self) -> Iterator[SourceItem]: ...
+
+    def mark_done(self, key: str, outcome: str) -> None:
+        """Record at the source that ``key`` was handled with ``outcome`` (an Action value, or "seen")."""
 
     def close(self) -> None: ...
 
@@ -38,7 +53,7 @@ class MaildirSource:
     def _key(name: str) -> str:
         return "maildir:" + name.split(":2,", 1)[0]
 
-    def pending(self) -> Iterator[tuple[str, bytes]]:
+    def pending(self) -> Iterator[SourceItem]:
         """Files in new/ oldest first (by name, which Maildir writers start with a timestamp)."""
         try:
             names = sorted(os.listdir(self.root / "new"))
@@ -51,9 +66,9 @@ class MaildirSource:
                 data = (self.root / "new" / name).read_bytes()
             except FileNotFoundError:
                 continue  # another process took it meanwhile
-            yield self._key(name), data
+            yield SourceItem(key=self._key(name), raw=data, size=len(data))
 
-    def mark_done(self, key: str) -> None:
+    def mark_done(self, key: str, outcome: str) -> None:
         name = key.removeprefix("maildir:")
         src = self.root / "new" / name
         if src.exists():
