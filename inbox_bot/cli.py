@@ -17,6 +17,7 @@ from pathlib import Path
 from inbox_bot import __version__, commands
 from inbox_bot.commands import CommandError
 from inbox_bot.config import ConfigError, load_config
+from inbox_bot.mail.sources import SourceError
 from inbox_bot.rulebook import RulesError
 from inbox_bot.types import State
 from inbox_bot.workflow import TransitionError
@@ -30,6 +31,9 @@ examples:
   inbox-bot request show 1                # timeline: every decision with its evidence
   inbox-bot classify --explain reply.eml  # what the bot would read in a mail, changing nothing
   inbox-bot erasure run                   # run erasure jobs whose cooling-off has passed
+  inbox-bot flags show 3                  # a flag with the customer's words and the evidence
+  inbox-bot flags resolve 3 --action reply --template ask --reason "answered by phone"
+  inbox-bot digest --print                # today's staff digest, not sent
   inbox-bot run                           # the daemon: watch the mailbox, run the jobs
   inbox-bot demo                          # a guided tour on a throw-away setup
 
@@ -116,7 +120,34 @@ def cmd_flags_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     else:
-        print(_table(rows, ["id", "request_id", "status", "reason", "created_at"]))
+        print(_table([{**r, "urgent": "URGENT" if r["urgent"] else ""} for r in rows],
+                     ["id", "request_id", "urgent", "status", "reason", "created_at"]))
+    return 0
+
+
+def cmd_flags_show(args: argparse.Namespace) -> int:
+    view = commands.show_flag(_app(args), args.id)
+    _print_json(view) if args.json else print(commands.render_flag(view))
+    return 0
+
+
+def cmd_flags_resolve(args: argparse.Namespace) -> int:
+    view = commands.resolve_flag(_app(args), args.id, args.action_, _staff(args), args.reason, args.template)
+    if args.json:
+        _print_json(view)
+        return 0
+    req = view["request"]
+    print(f"flag {view['id']}: {view['status']} ({view['resolution']})"
+          + (f"; request {req['id']}: {req['state']}" if req else ""))
+    return 0
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    from inbox_bot.digest import render_digest
+
+    app = _app(args)
+    parts = render_digest(app.engine, app.sla_watch, app.clock())
+    print(parts["html"] if args.html else f"Subject: {parts['subject']}\n\n{parts['txt']}", end="")
     return 0
 
 
@@ -143,10 +174,48 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from inbox_bot.evaluate import CorpusError, evaluate
+
+    try:
+        result = evaluate(load_config(args.config), Path(args.corpus))
+    except CorpusError as exc:
+        raise CommandError(str(exc)) from exc
+    _print_json(result.as_json()) if args.json else print(result.render())
+    return 0 if not result.false_erasures and not result.missed_cancels else 1
+
+
 def cmd_erasure_run(args: argparse.Namespace) -> int:
     counts = _app(args).run_erasures()
     _print_json(counts) if args.json else print(
         "erasure: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no job due"))
+    return 0
+
+
+def cmd_erasure_plan(args: argparse.Namespace) -> int:
+    view = commands.erasure_plan(_app(args))
+    if args.json:
+        _print_json(view)
+        return 0
+    print(f"erasure plan: {view['file'] or 'built-in'}")
+    for i, st in enumerate(view["steps"], 1):
+        print(f"  {i}. {st['name']:<22} {st['executor']:<8} {st['description']}")
+    for problem in view["problems"]:
+        print(f"  warning: {problem}")
+    return 0
+
+
+def cmd_erasure_retry(args: argparse.Namespace) -> int:
+    view = commands.retry_erasure(_app(args), args.id, _staff(args), args.reason)
+    _print_json(view) if args.json else print(
+        f"erasure job {view['id']}: {view['status']} again (request {view['request_id']}); "
+        "`inbox-bot erasure run` continues it")
+    return 0
+
+
+def cmd_erasure_purge(args: argparse.Namespace) -> int:
+    counts = commands.purge(_app(args))
+    _print_json(counts) if args.json else print(f"purge: {counts.get('purged', 0)} request(s) minimised")
     return 0
 
 
@@ -182,6 +251,7 @@ def _app(args: argparse.Namespace):  # noqa: ANN202
 
     if getattr(args, "_app", None) is None:
         args._app = App(load_config(args.config))
+        args._app.plan  # noqa: B018 - a bad erasure plan stops every command at start-up (exit 2)
     return args._app
 
 
@@ -237,6 +307,24 @@ def build_parser() -> argparse.ArgumentParser:
     fsub = flags.add_subparsers(dest="action", metavar="ACTION", required=True)
     fl = add(fsub, "list", cmd_flags_list, "open flags (with --all, resolved ones too)", True)
     fl.add_argument("--all", action="store_true")
+    fs = add(fsub, "show", cmd_flags_show, "one flag: the customer's words, the evidence, the clock, its history",
+             True)
+    fs.add_argument("id", type=int, help="flag id")
+    fr = add(fsub, "resolve", cmd_flags_resolve,
+             "resolve a flag: confirm or cancel the request, reply with a template, or dismiss; audited", True)
+    fr.add_argument("id", type=int, help="flag id")
+    fr.add_argument("--action", dest="action_", required=True, choices=commands.FLAG_ACTIONS,
+                    help="confirm/cancel: the request transition and its mail; reply: mail --template to the "
+                         "account address; dismiss: nothing is sent")
+    fr.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    fr.add_argument("--template", default="ask", metavar="KIND",
+                    help="mail for --action reply (default: ask, which is the ask transition)")
+    fr.add_argument("--by", help="staff name for the audit trail (default: your login)")
+
+    dg = add(sub, "digest", cmd_digest, "render today's staff digest without sending it")
+    mode = dg.add_mutually_exclusive_group()
+    mode.add_argument("--print", action="store_true", help="the text part on the terminal (the default)")
+    mode.add_argument("--html", action="store_true", help="the HTML part instead")
 
     poll = add(sub, "poll", cmd_poll, "process every new message in the source and deliver the outbox", True)
     poll.add_argument("--once", action="store_true", help="one pass, then exit 0")
@@ -246,9 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--explain", action="store_true", help="every check's evidence and what was cut")
     cl.add_argument("files", nargs="+", metavar="FILE.eml")
 
+    ev = add(sub, "eval", cmd_eval, "score a labelled corpus (labels.jsonl + cases/) on a throw-away instance "
+             "with the configured rules: confusion matrix, accuracy, false erasures, missed cancels", True)
+    ev.add_argument("corpus", metavar="CORPUS_DIR")
+
     er = sub.add_parser("erasure", help="erasure jobs")
     esub = er.add_subparsers(dest="action", metavar="ACTION", required=True)
     add(esub, "run", cmd_erasure_run, "execute every erasure job whose cooling-off has passed", True)
+    add(esub, "plan", cmd_erasure_plan, "the erasure plan in force (validated), and what its environment lacks",
+        True)
+    ert = add(esub, "retry", cmd_erasure_retry,
+              "put a failed erasure job back in the queue (done steps stay done); resolves the request's flags",
+              True)
+    ert.add_argument("id", type=int, help="erasure job id (see `request show`)")
+    ert.add_argument("--reason", required=True, help="what was fixed (kept in the audit trail)")
+    ert.add_argument("--by", help="staff name for the audit trail (default: your login)")
+    add(esub, "purge", cmd_erasure_purge,
+        "remove erased customers' personal data from the bot's own tables after erasure.backup_days", True)
 
     add(sub, "run", cmd_run, "the daemon: watch the mailbox and run the scheduler until stopped")
 
@@ -268,12 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING if level <= logging.INFO else level)
+    logging.getLogger("imapclient").setLevel(logging.WARNING if level <= logging.INFO else level)
     try:
         return args.fn(args)
     except (ConfigError, RulesError) as exc:
         print(f"inbox-bot: config error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, TransitionError) as exc:
+    except (CommandError, TransitionError, SourceError) as exc:
         print(f"inbox-bot: {exc}", file=sys.stderr)
         return 1
 

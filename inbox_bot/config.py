@@ -23,6 +23,11 @@ DEFAULT_FILE = "inbox-bot.toml"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb?|kib|mb?|mib|gb?|gib)?\s*$", re.IGNORECASE)
+_UNIT_BYTES = {None: 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+               "g": 10**9, "gb": 10**9, "gib": 2**30}
+_KEYWORD = re.compile(r"^\$?[A-Za-z0-9_.-]+$")  # an IMAP flag-keyword atom (no backslash: system flags)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # section -> key -> default; a key not listed here is an error (typos must not pass silently).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -32,13 +37,26 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "staff_address": "support-staff@clickport.io",
         "from_name": "Clickport Support",
         "poll_interval": "30s",
+        "password_env": "INBOX_BOT_IMAP_PASSWORD",
+        "password_file": "",
+        "ca_file": "",
+        "processed_keyword": "$InboxBot",
+        "handled_folder": "",
+        "sent_folder": "Sent",
+        "max_message_size": "25MB",
+        "idle_renew": "25m",
     },
-    "outgoing": {"transport": "maildir:mail/sent"},
+    "outgoing": {"transport": "maildir:mail/sent", "starttls": "auto", "ca_file": "",
+                 "password_env": "INBOX_BOT_SMTP_PASSWORD", "password_file": "", "timeout": "30s",
+                 "max_attempts": 10, "retry_backoff": "1m", "retry_backoff_max": "1h",
+                 "max_per_recipient_per_hour": 10, "max_per_request_per_day": 10,
+                 "max_per_address_per_day": 20},
     "database": {"url": "sqlite:///state.db"},
-    "security": {"trusted_authserv_ids": ["mx.clickport.io"], "own_domains": []},
+    "security": {"trusted_authserv_ids": ["mx.clickport.io"], "own_domains": [], "token_max_age": "30d"},
     "workflow": {"auto_ask": False, "language": "en"},
     "intake": {"app_sender": "app@clickport.io"},
-    "erasure": {"cooling_off": "1h"},
+    "erasure": {"cooling_off": "1h", "plan": "", "max_attempts": 5, "retry_backoff": "1m", "lease": "1h",
+                "backup_days": 30, "audit_key_env": "INBOX_BOT_AUDIT_KEY"},
     "paths": {"rules": "", "templates": ""},
     "sla": {},
 }
@@ -47,6 +65,137 @@ FREE_FORM = {"sla"}  # validated by its own module (inbox_bot.sla)
 
 class ConfigError(ValueError):
     """A bad configuration value; the message starts with the key it is about."""
+
+
+@dataclass(frozen=True)
+class ImapOptions:
+    """The ``[mailbox]`` keys only the IMAP source reads (see inbox_bot.mail.imap_source)."""
+
+    password_env: str = "INBOX_BOT_IMAP_PASSWORD"
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    processed_keyword: str = "$InboxBot"
+    handled_folder: str = ""
+    sent_folder: str = "Sent"
+    max_message_size: int = 25 * 10**6
+    idle_renew: timedelta = timedelta(minutes=25)
+
+
+@dataclass(frozen=True)
+class ImapUrl:
+    """``imap[s]://USER@HOST[:PORT][/MAILBOX]``, split; the password never lives in the URL."""
+
+    tls: bool
+    user: str
+    host: str
+    port: int
+    mailbox: str
+
+    def __str__(self) -> str:
+        return f"{'imaps' if self.tls else 'imap'}://{self.user}@{self.host}:{self.port}/{self.mailbox}"
+
+
+def parse_imap_url(value: str, key: str = "mailbox.source") -> ImapUrl:
+    """Split an IMAP source URL; user and mailbox may be %-encoded (``support%40clickport.io``)."""
+    from urllib.parse import unquote, urlsplit
+
+    form = "imap://USER@HOST:PORT/MAILBOX or imaps://..."
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not an IMAP URL ({form}): {exc}") from exc
+    if parts.scheme not in ("imap", "imaps") or not parts.hostname:
+        raise ConfigError(f"{key}: {value!r} is not an IMAP URL ({form})")
+    if parts.password is not None:
+        raise ConfigError(f"{key}: no password in the URL; name an environment variable in mailbox.password_env "
+                          "or a file in mailbox.password_file")
+    if not parts.username:
+        raise ConfigError(f"{key}: {value!r} names no user ({form})")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{key}: {value!r}: query strings and fragments are not supported ({form})")
+    tls = parts.scheme == "imaps"
+    return ImapUrl(tls=tls, user=unquote(parts.username), host=parts.hostname, port=port or (993 if tls else 143),
+                   mailbox=unquote(parts.path.lstrip("/")) or "INBOX")
+
+
+def parse_size(value: Any, key: str) -> int:
+    """'25MB' (10**6), '10MiB' (2**20), '500KB' or a number of bytes; must be positive."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = _SIZE.match(value) if isinstance(value, str) else None
+    size = int(float(m.group(1)) * _UNIT_BYTES[(m.group(2) or "b").lower()]) if m else 0
+    if size <= 0:
+        raise ConfigError(f"{key}: {value!r} is not a size (use e.g. \"25MB\", \"10MiB\" or a number of bytes)")
+    return size
+
+
+@dataclass(frozen=True)
+class ErasureSettings:
+    """The ``[erasure]`` keys the worker and the purge read (``cooling_off`` stays on Config)."""
+
+    plan: Path | None = None  # None: the packaged rules/erasure.toml (or one in paths.rules)
+    max_attempts: int = 5
+    retry_backoff: timedelta = timedelta(minutes=1)
+    lease: timedelta = timedelta(hours=1)
+    backup_days: int = 30
+    audit_key_env: str = "INBOX_BOT_AUDIT_KEY"
+
+
+STARTTLS_MODES = ("auto", "required", "off")
+
+
+@dataclass(frozen=True)
+class OutgoingSettings:
+    """The ``[outgoing]`` keys besides ``transport``: the SMTP connection, retries and the rate limit."""
+
+    starttls: str = "auto"  # auto: when the server offers it; required: refuse to send without it; off
+    ca_file: Path | None = None
+    password_env: str = "INBOX_BOT_SMTP_PASSWORD"
+    password_file: Path | None = None
+    timeout: timedelta = timedelta(seconds=30)
+    max_attempts: int = 10
+    retry_backoff: timedelta = timedelta(minutes=1)
+    retry_backoff_max: timedelta = timedelta(hours=1)
+    max_per_recipient_per_hour: int = 10
+    max_per_request_per_day: int = 10  # customer mails queued per request in 24 h (threats row 11: loops)
+    max_per_address_per_day: int = 20  # customer mails queued per address in 24 h, across its requests
+
+
+@dataclass(frozen=True)
+class SmtpUrl:
+    """``smtp[s]://[USER@]HOST[:PORT]``, split; the password never lives in the URL."""
+
+    tls: bool
+    user: str | None
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        return f"{'smtps' if self.tls else 'smtp'}://{user}{self.host}:{self.port}"
+
+
+def parse_smtp_url(value: str, key: str = "outgoing.transport") -> SmtpUrl:
+    """Split an SMTP transport URL; the user may be %-encoded (``bot%40clickport.io``)."""
+    from urllib.parse import unquote, urlsplit
+
+    form = "smtp://[USER@]HOST:PORT or smtps://..."
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not an SMTP URL ({form}): {exc}") from exc
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError(f"{key}: {value!r} is not an SMTP URL ({form})")
+    if parts.password is not None:
+        raise ConfigError(f"{key}: no password in the URL; name an environment variable in outgoing.password_env "
+                          "or a file in outgoing.password_file")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ConfigError(f"{key}: {value!r}: paths, query strings and fragments are not supported ({form})")
+    tls = parts.scheme == "smtps"
+    return SmtpUrl(tls=tls, user=unquote(parts.username) if parts.username else None, host=parts.hostname,
+                   port=port or (465 if tls else 25))
 
 
 @dataclass(frozen=True)
@@ -69,6 +218,10 @@ class Config:
     templates_dir: Path
     sla: dict[str, Any] = field(default_factory=dict)
     file: Path | None = None
+    imap: ImapOptions = field(default_factory=ImapOptions)
+    erasure: ErasureSettings = field(default_factory=ErasureSettings)
+    outgoing: OutgoingSettings = field(default_factory=OutgoingSettings)
+    token_max_age: timedelta = timedelta(days=30)  # a reply token older than this (at our receipt) cannot confirm
 
     @property
     def mailbox_domain(self) -> str:
@@ -130,6 +283,96 @@ def _scheme(value: str, key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _imap_options(merged: dict, base_dir: Path, source: str) -> ImapOptions:
+    """The IMAP keys, checked whatever the source (a typo should not wait for the switch to IMAP)."""
+    if source.startswith(("imap:", "imaps:")):
+        parse_imap_url(source)
+    env = _str(merged, "mailbox", "password_env").strip()
+    if not _ENV_NAME.match(env):
+        raise ConfigError(f"mailbox.password_env: {env!r} is not an environment variable name")
+    files: dict[str, Path | None] = {}
+    for key in ("password_file", "ca_file"):
+        value = _str(merged, "mailbox", key).strip()
+        path = (base_dir / Path(value).expanduser()) if value else None
+        if path is not None and not path.is_file():
+            raise ConfigError(f"mailbox.{key}: file not found: {path}")
+        files[key] = path
+    keyword = _str(merged, "mailbox", "processed_keyword").strip()
+    if not _KEYWORD.match(keyword):
+        raise ConfigError(f"mailbox.processed_keyword: {keyword!r} is not an IMAP keyword (e.g. \"$InboxBot\")")
+    folders = {k: _str(merged, "mailbox", k).strip() for k in ("handled_folder", "sent_folder")}
+    for key, value in folders.items():
+        if any(c in value for c in "\r\n\"*%"):
+            raise ConfigError(f"mailbox.{key}: {value!r} is not a folder name")
+    if folders["handled_folder"].upper() == "INBOX":
+        raise ConfigError("mailbox.handled_folder: must not be INBOX (leave it empty to keep handled mail there)")
+    renew = parse_duration(merged["mailbox"]["idle_renew"], "mailbox.idle_renew")
+    if not timedelta(seconds=1) <= renew <= timedelta(minutes=29):
+        raise ConfigError(f"mailbox.idle_renew: {renew} is outside 1s..29m (servers may drop an IDLE after 30m)")
+    return ImapOptions(password_env=env, password_file=files["password_file"], ca_file=files["ca_file"],
+                       processed_keyword=keyword, handled_folder=folders["handled_folder"],
+                       sent_folder=folders["sent_folder"],
+                       max_message_size=parse_size(merged["mailbox"]["max_message_size"], "mailbox.max_message_size"),
+                       idle_renew=renew)
+
+
+def _positive_int(merged: dict, section: str, key: str) -> int:
+    value = merged[section][key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{section}.{key}: must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _erasure_settings(merged: dict, base_dir: Path) -> ErasureSettings:
+    """The plan file must exist here; its content is checked by inbox_bot.erasure.plan at start-up."""
+    plan = _str(merged, "erasure", "plan").strip()
+    path = (base_dir / Path(plan).expanduser()) if plan else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"erasure.plan: file not found: {path}")
+    env = _str(merged, "erasure", "audit_key_env").strip()
+    if not _ENV_NAME.match(env):
+        raise ConfigError(f"erasure.audit_key_env: {env!r} is not an environment variable name")
+    return ErasureSettings(
+        plan=path, max_attempts=_positive_int(merged, "erasure", "max_attempts"),
+        retry_backoff=parse_duration(merged["erasure"]["retry_backoff"], "erasure.retry_backoff"),
+        lease=parse_duration(merged["erasure"]["lease"], "erasure.lease"),
+        backup_days=_positive_int(merged, "erasure", "backup_days"), audit_key_env=env)
+
+
+def _outgoing_settings(merged: dict, base_dir: Path, transport: str) -> OutgoingSettings:
+    """The SMTP and delivery keys, checked whatever the transport (a typo should not wait for the switch)."""
+    if transport.startswith(("smtp:", "smtps:")):
+        parse_smtp_url(transport)
+    starttls = _str(merged, "outgoing", "starttls").strip().lower()
+    if starttls not in STARTTLS_MODES:
+        raise ConfigError(f"outgoing.starttls: {starttls!r} must be one of {', '.join(STARTTLS_MODES)}")
+    env = _str(merged, "outgoing", "password_env").strip()
+    if not _ENV_NAME.match(env):
+        raise ConfigError(f"outgoing.password_env: {env!r} is not an environment variable name")
+    files: dict[str, Path | None] = {}
+    for key in ("password_file", "ca_file"):
+        value = _str(merged, "outgoing", key).strip()
+        path = (base_dir / Path(value).expanduser()) if value else None
+        if path is not None and not path.is_file():
+            raise ConfigError(f"outgoing.{key}: file not found: {path}")
+        files[key] = path
+    timeout = parse_duration(merged["outgoing"]["timeout"], "outgoing.timeout")
+    if timeout <= timedelta(0):
+        raise ConfigError("outgoing.timeout: must be more than 0s")
+    backoff = parse_duration(merged["outgoing"]["retry_backoff"], "outgoing.retry_backoff")
+    backoff_max = parse_duration(merged["outgoing"]["retry_backoff_max"], "outgoing.retry_backoff_max")
+    if backoff <= timedelta(0) or backoff_max < backoff:
+        raise ConfigError(f"outgoing.retry_backoff_max: must be at least outgoing.retry_backoff ({backoff}), "
+                          "which must be more than 0s")
+    return OutgoingSettings(
+        starttls=starttls, ca_file=files["ca_file"], password_env=env, password_file=files["password_file"],
+        timeout=timeout, max_attempts=_positive_int(merged, "outgoing", "max_attempts"),
+        retry_backoff=backoff, retry_backoff_max=backoff_max,
+        max_per_recipient_per_hour=_positive_int(merged, "outgoing", "max_per_recipient_per_hour"),
+        max_per_request_per_day=_positive_int(merged, "outgoing", "max_per_request_per_day"),
+        max_per_address_per_day=_positive_int(merged, "outgoing", "max_per_address_per_day"))
+
+
 def build_config(data: dict[str, Any], base_dir: Path, file: Path | None = None) -> Config:
     """Validate ``data`` (parsed TOML) over the defaults."""
     _check_sections(data)
@@ -170,7 +413,13 @@ def build_config(data: dict[str, Any], base_dir: Path, file: Path | None = None)
         templates_dir=(base_dir / templates) if templates else default_templates_dir(),
         sla=dict(merged["sla"]),
         file=file,
+        imap=_imap_options(merged, base_dir, _str(merged, "mailbox", "source")),
+        erasure=_erasure_settings(merged, base_dir),
+        outgoing=_outgoing_settings(merged, base_dir, _str(merged, "outgoing", "transport")),
+        token_max_age=parse_duration(merged["security"]["token_max_age"], "security.token_max_age"),
     )
+    if cfg.token_max_age <= timedelta(0):
+        raise ConfigError("security.token_max_age: must be more than 0s")
     for key, p in (("paths.rules", cfg.rules_dir), ("paths.templates", cfg.templates_dir)):
         if not p.is_dir():
             raise ConfigError(f"{key}: folder not found: {p}")

@@ -16,6 +16,7 @@ from inbox_bot import commands
 from inbox_bot.app import App
 from inbox_bot.config import build_config
 from inbox_bot.mail.samples import build_reply, last_sent
+from inbox_bot.sample_app import KEPT_TABLES, SampleApp, create_sample_app, footprint, site_ids, table_sizes
 
 SPOOFED = "mx.clickport.io; dkim=pass header.d=evil.example; spf=fail smtp.mailfrom=evil.example; dmarc=fail"
 
@@ -37,10 +38,28 @@ def _say(title: str) -> None:
     print(f"\n=== {title} " + "=" * max(0, 70 - len(title)))
 
 
+def _show_erasure(app: App, clickport: SampleApp, account: str) -> None:
+    """Run the erasure against the sample app and show the account's rows per table before and after."""
+    print(f"  plan {clickport.plan.name}: " + ", ".join(f"{st.name} ({st.executor})" for st in app.plan.steps))
+    sites = site_ids(clickport, account)
+    before, sizes = footprint(clickport, account), table_sizes(clickport)
+    print("  " + str(app.run_erasures()))
+    after, sizes_after = footprint(clickport, account, sites), table_sizes(clickport)
+    print(f"\n  rows of {account} in {clickport.db.name}    before  after")
+    for table, count in before.items():
+        kept = "  kept (tax law)" if table == "invoices" else "  kept, cancelled" if table in KEPT_TABLES else ""
+        print(f"    {table:<24} {count:>6} {after[table]:>6}{kept}")
+    only_theirs = all(sizes[t] - sizes_after[t] == before[t] - after[t] for t in sizes)
+    print(f"  rows removed per table = {account}'s rows, nothing of the other accounts: "
+          f"{'yes' if only_theirs else 'NO'}\n  the subscription is cancelled; the invoices remain for the legal "
+          "retention period")
+
+
 def run_demo(keep: bool = False) -> int:
     work = Path(tempfile.mkdtemp(prefix="inbox-bot-demo-"))
     try:
-        cfg = build_config({"erasure": {"cooling_off": "0s"}}, work)
+        clickport = create_sample_app(work / "clickport")  # the app whose data the erasure removes
+        cfg = build_config({"erasure": {"cooling_off": "0s", "plan": str(clickport.plan)}}, work)
         app = App(cfg)
         _say("1. Five customers ask to delete their Clickport account")
         ids = {}
@@ -81,8 +100,8 @@ def run_demo(keep: bool = False) -> int:
         _say("6. Flags for a person (`inbox-bot flags list`)")
         for f in commands.list_flags(app):
             print(f"  flag {f['id']} on request {f['request_id']}: {f['reason']}\n      suggestion: {f['suggestion']}")
-        _say("7. `inbox-bot erasure run`: the confirmed request is erased")
-        print("  " + str(app.run_erasures()))
+        _say("7. `inbox-bot erasure run`: the confirmed request is erased in the app's database")
+        _show_erasure(app, clickport, CUSTOMERS[0][1])
         app.poll_once()
         print(commands.render_request(commands.show_request(app, ids[CUSTOMERS[0][0]])))
         _say("Done")

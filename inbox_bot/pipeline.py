@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +24,15 @@ from inbox_bot.intake import parse_notification
 from inbox_bot.mail.parse import ParseFailure, parse_mail
 from inbox_bot.mail.sources import Source, SourceItem
 from inbox_bot.store.db import transaction
-from inbox_bot.store.models import DeletionRequest, Flag, InboundMessage, OutboxMail, ReplyToken
+from inbox_bot.store.models import (
+    AuditEvent,
+    DeletionRequest,
+    Flag,
+    InboundMessage,
+    OutboxMail,
+    ReplyToken,
+    as_utc,
+)
 from inbox_bot.tokens import token_hash, tokens_in
 from inbox_bot.triage import TriageContext, triage
 from inbox_bot.triage.sender import Sender
@@ -49,8 +57,14 @@ def snapshot(s: Session, req: DeletionRequest) -> RequestSnapshot:
                            account_id=req.account_id)
 
 
-def find_candidates(s: Session, mail: InboundMail, mailbox: str) -> Candidates:
-    """The I/O half of matching: look the message's ids, tokens and sender up in the database."""
+def find_candidates(s: Session, mail: InboundMail, mailbox: str, *, now: datetime | None = None,
+                    token_max_age: timedelta | None = None) -> Candidates:
+    """The I/O half of matching: look the message's ids, tokens and sender up in the database.
+
+    Tokens are read from To/Cc only (never References/Delivered-To: threats row 9). A token stays bound
+    to its request; one already used, or older than ``token_max_age`` at ``now`` (our receipt time, not
+    the mail's Date), is reported as ``token_problem`` so that it cannot confirm (row 10).
+    """
     by_thread = None
     ids = [*mail.in_reply_to, *reversed(mail.references), *mail.embedded_ids]
     if ids:
@@ -61,11 +75,17 @@ def find_candidates(s: Session, mail: InboundMail, mailbox: str) -> Candidates:
             if mid in owner:
                 by_thread = snapshot(s, s.get(DeletionRequest, owner[mid]))
                 break
-    by_token, tokens = None, tokens_in([*mail.to_addrs, *mail.cc_addrs], mailbox)
+    by_token, token_problem, tokens = None, None, tokens_in([*mail.to_addrs, *mail.cc_addrs], mailbox)
     for token in tokens:
         row = s.exec(select(ReplyToken).where(ReplyToken.token_hash == token_hash(token))).first()
         if row is not None:
             by_token = snapshot(s, s.get(DeletionRequest, row.request_id))
+            created = as_utc(row.created_at)
+            if row.used_at is not None:
+                token_problem = "reply token already used for a confirmation: it cannot confirm again"
+            elif now is not None and token_max_age is not None and created is not None \
+                    and now - created > token_max_age:
+                token_problem = f"reply token expired (issued {created:%Y-%m-%d}, older than {token_max_age.days} days)"
             break
     by_sender: tuple[RequestSnapshot, ...] = ()
     if mail.from_addr:
@@ -73,7 +93,8 @@ def find_candidates(s: Session, mail: InboundMail, mailbox: str) -> Candidates:
                                                     DeletionRequest.state.in_([x.value for x in OPEN_STATES]))
                       .order_by(DeletionRequest.id.desc())).all()
         by_sender = tuple(snapshot(s, r) for r in reqs)
-    return Candidates(by_thread=by_thread, by_token=by_token, token_seen=bool(tokens), by_sender=by_sender)
+    return Candidates(by_thread=by_thread, by_token=by_token, token_seen=bool(tokens), by_sender=by_sender,
+                      token_problem=token_problem)
 
 
 @dataclass
@@ -104,8 +125,11 @@ class Pipeline:
             if s.exec(select(InboundMessage.id).where(InboundMessage.source_key == key)).first():
                 log.info("message key=%s already processed: marking it done", key)
                 return "seen"
+        if item.folder == "sent":
+            return self._staff_reply(item)
         if item.raw is None:
-            return self._quarantine(key, b"", item.problem or "the source could not load the message")
+            return self._quarantine(key, b"", item.problem or "the source could not load the message",
+                                    what="large mail")
         raw = item.raw
         try:
             mail = parse_mail(raw, key)
@@ -132,7 +156,8 @@ class Pipeline:
         notification = parse_notification(mail)
         if notification is not None:
             return self._intake(s, mail, notification, now)
-        ctx = replace(self.context, candidates=find_candidates(s, mail, self.context.mailbox_address))
+        ctx = replace(self.context, candidates=find_candidates(
+            s, mail, self.context.mailbox_address, now=now, token_max_age=self.workflow.cfg.token_max_age))
         decision = triage(mail, ctx)
         inbound = self._record(s, mail, decision.action, decision.intent, list(decision.reasons),
                                request_id=decision.request_id, decision=decision)
@@ -214,15 +239,70 @@ class Pipeline:
         log.info("message %s: app notification created request %s for %s", mail.message_id, req.id, req.email)
         return Action.IGNORE.value
 
-    def _quarantine(self, key: str, raw: bytes, reason: str) -> str:
+    def _quarantine(self, key: str, raw: bytes, reason: str, what: str = "malformed mail") -> str:
         """Keep an unreadable message (it stays in the mailbox), record it and flag it with the reason."""
         with transaction(self.engine) as s:
             row = InboundMessage(source_key=key, raw_sha256=hashlib.sha256(raw).hexdigest(),
                                  action=Action.FLAG_HUMAN.value, intent=Intent.NONE.value,
-                                 reasons_json=json.dumps([f"malformed mail: {reason}"]), received_at=self.clock())
+                                 reasons_json=json.dumps([f"{what}: {reason}"]), received_at=self.clock())
             s.add(row)
             s.flush()
-            self.workflow.flag(s, None, reason=f"malformed mail kept unprocessed: {reason}", now=self.clock(),
+            self.workflow.flag(s, None, reason=f"{what} kept unprocessed: {reason}", now=self.clock(),
                                inbound_id=row.id, suggestion="open the message in the mailbox and handle it by hand")
         log.warning("message key=%s quarantined: %s", key, reason)
         return Action.FLAG_HUMAN.value
+
+    # --- staff replies from the Sent folder -----------------------------------------------------
+
+    def _staff_reply(self, item: SourceItem) -> str:
+        """A mail staff sent from their own client (IMAP Sent folder). In a request's thread it joins the
+        timeline (``staff_reply``, actor ``staff:FROM``) and stops the arrival SLA clock, since a person
+        answered; it never changes the request's state. Other sent mail, and the bot's own mail (which a
+        relay may file in Sent), is left alone and not recorded: the source's progress mark skips it.
+        """
+        try:
+            mail = parse_mail(item.raw or b"", item.key)
+        except ParseFailure as exc:
+            log.info("sent mail key=%s unreadable, skipped: %s", item.key, exc)
+            return Action.UNMATCHED.value
+        auto = (mail.header("Auto-Submitted") or "no").strip().lower()
+        ids = [*mail.in_reply_to, *reversed(mail.references)]
+        if not ids or not auto.startswith("no"):
+            return Action.UNMATCHED.value
+        with transaction(self.engine) as s:
+            own = select(OutboxMail.id).where(OutboxMail.message_id == mail.message_id)
+            if mail.message_id and s.exec(own).first():
+                return Action.UNMATCHED.value  # the bot's own mail
+            req = self._thread_request(s, ids)
+            if req is None:
+                return Action.UNMATCHED.value
+            if mail.message_id and s.exec(select(AuditEvent.id).where(
+                    AuditEvent.event == "staff_reply", AuditEvent.message_id == mail.message_id)).first():
+                self._record(s, mail, Action.DUPLICATE, Intent.NONE, ["staff reply already in the timeline"],
+                             request_id=req.id)
+                return Action.DUPLICATE.value
+            now = self.clock()
+            staff = mail.from_addr or "unknown"
+            reasons = [f"staff reply from {staff} in the request's thread (Sent folder)"]
+            if req.state == State.RECEIVED.value and req.sla_due_at is not None:
+                req.sla_due_at, req.updated_at = None, now
+                s.add(req)
+                reasons.append("answered: the arrival SLA clock stops")
+            s.add(AuditEvent(request_id=req.id, at=now, actor=f"staff:{staff}", event="staff_reply",
+                             message_id=mail.message_id, reasons_json=json.dumps(reasons)))
+            self._record(s, mail, Action.IGNORE, Intent.NONE, reasons, request_id=req.id)
+        log.info("sent mail %s key=%s: staff reply by %s on request %s", mail.message_id, item.key, staff, req.id)
+        return "staff_reply"
+
+    @staticmethod
+    def _thread_request(s: Session, ids: list[str]) -> DeletionRequest | None:
+        """The request whose thread names one of ``ids``: a mail the bot sent or a message it recorded."""
+        owner = dict(s.exec(select(OutboxMail.message_id, OutboxMail.request_id)
+                            .where(OutboxMail.message_id.in_(ids), OutboxMail.request_id.is_not(None))).all())
+        for mid, rid in s.exec(select(InboundMessage.message_id, InboundMessage.request_id)
+                               .where(InboundMessage.message_id.in_(ids), InboundMessage.request_id.is_not(None))):
+            owner.setdefault(mid, rid)
+        for mid in ids:  # In-Reply-To first, then the newest reference
+            if mid in owner:
+                return s.get(DeletionRequest, owner[mid])
+        return None

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays as holidays_lib
@@ -69,8 +69,9 @@ class BusinessCalendar:
     def from_config(cls, section: Mapping[str, Any]) -> BusinessCalendar:
         """Build from the ``[sla]`` TOML table; a bad value raises ``ValueError("sla.<key>: ...")``.
 
-        Missing keys keep their defaults. Unknown keys are refused: the whole table belongs to this
-        class, and a misspelt ``holiday`` silently meaning "no holidays" would break the promise.
+        Missing keys keep their defaults. Unknown keys are refused: the table belongs to this class
+        and to ``SlaPolicy`` (which reads its own keys), and a misspelt ``holiday`` silently meaning
+        "no holidays" would break the promise.
         """
         parsers: dict[str, Callable[[Any], Any]] = {
             "timezone": _check_timezone,
@@ -79,9 +80,10 @@ class BusinessCalendar:
             "holidays": _parse_holidays,
             "closed_dates": _parse_dates,
         }
+        known = (*parsers, *SlaPolicy.KEYS)
         for key in section:
-            if key not in parsers:
-                raise ValueError(f"sla.{key}: unknown key (expected one of {', '.join(parsers)})")
+            if key not in known:
+                raise ValueError(f"sla.{key}: unknown key (expected one of {', '.join(known)})")
         kwargs: dict[str, Any] = {}
         for key, parse in parsers.items():
             if key in section:
@@ -202,6 +204,43 @@ class BusinessCalendar:
                     total += span
             day += _ONE_DAY
         return total
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    """When staff hear about the clocks: the reminder threshold and the digest's local time.
+
+    Lives in ``[sla]`` next to the calendar because both describe the same promise; kept apart from
+    ``BusinessCalendar`` so the calendar stays pure arithmetic.
+    """
+
+    KEYS: ClassVar[tuple[str, ...]] = ("reminder_share", "digest_time")
+
+    reminder_share: float = 0.75
+    """Share of a clock's business time after which staff get a reminder (0 < share < 1)."""
+    digest_time: time = time(8, 30)
+    """Local wall-clock time (calendar timezone) of the daily digest on business days."""
+
+    def __post_init__(self) -> None:
+        share = self.reminder_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+            raise ValueError(f"sla.reminder_share: expected a number between 0 and 1 (exclusive), got {share!r}")
+        if not isinstance(self.digest_time, time) or self.digest_time.tzinfo is not None:
+            raise ValueError(f"sla.digest_time: expected a naive datetime.time, got {self.digest_time!r}")
+        object.__setattr__(self, "reminder_share", float(share))
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> SlaPolicy:
+        """Read this class's keys from the ``[sla]`` table (the calendar validates the rest)."""
+        kwargs: dict[str, Any] = {}
+        if "reminder_share" in section:
+            kwargs["reminder_share"] = section["reminder_share"]
+        if "digest_time" in section:
+            try:
+                kwargs["digest_time"] = _parse_time(section["digest_time"])
+            except ValueError as exc:
+                raise ValueError(f"sla.digest_time: {exc}") from None
+        return cls(**kwargs)
 
 
 def _check_timezone(name: Any) -> str:

@@ -117,6 +117,7 @@ class Candidates:
     by_token: RequestSnapshot | None = None
     token_seen: bool = False
     by_sender: tuple[RequestSnapshot, ...] = ()
+    token_problem: str | None = None  # the token was found but is used or expired: it cannot confirm
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class Facts:
     request: RequestSnapshot | None = None
     matched_by: str | None = None
     match_conflict: bool = False
+    token_problem: str | None = None
     sender_verified: bool = False
     sender_reasons: list[str] = field(default_factory=list)
     reply_text: str = ""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from inbox_bot.config import Config
 from inbox_bot.erasure.plan import ErasurePlan
@@ -96,7 +96,16 @@ class Workflow:
 
     def _mail_customer(self, s: Session, req: DeletionRequest, kind: str, now: datetime,
                        reply_to_msg: str | None = None, **extra: object) -> None:
-        """Queue one mail to the account address on file (never to a From or Reply-To of a message)."""
+        """Queue one mail to the account address on file (never to a From or Reply-To of a message).
+
+        Not queued, and flagged instead (threats row 11: loops, spam cannon), when the address is in
+        one of our own domains or the daily caps (outgoing.max_per_*_per_day) are reached.
+        """
+        refused = self._outgoing_refusal(s, req, now)
+        if refused:
+            self.flag(s, req, reason=f"{kind} mail to {req.email} not sent: {refused}", now=now,
+                      suggestion="check the request; reach the customer by hand if genuine")
+            return
         token = new_token()
         s.add(ReplyToken(token_hash=token_hash(token), request_id=req.id, created_at=now))
         thread = self._thread(s, req) + ([reply_to_msg] if reply_to_msg else [])
@@ -106,14 +115,29 @@ class Workflow:
                                     thread=thread, language=req.language, now=now)
         self._queue(s, req, kind, req.email, msg, now)
 
+    def _outgoing_refusal(self, s: Session, req: DeletionRequest, now: datetime) -> str | None:
+        """Why no more customer mail may go for ``req`` now (None: it may)."""
+        domain = req.email.rpartition("@")[2].lower()
+        if any(domain == d or domain.endswith("." + d) for d in self.cfg.own_domains):
+            return "the address is in our own domain (a mail loop)"
+        since, out = now - timedelta(days=1), self.cfg.outgoing
+        recent = select(func.count()).select_from(OutboxMail).where(
+            OutboxMail.to_addr == req.email, OutboxMail.created_at >= since)
+        if s.exec(recent.where(OutboxMail.request_id == req.id)).one() >= out.max_per_request_per_day:
+            return f"outgoing.max_per_request_per_day ({out.max_per_request_per_day}) reached"
+        if s.exec(recent).one() >= out.max_per_address_per_day:
+            return f"outgoing.max_per_address_per_day ({out.max_per_address_per_day}) reached"
+        return None
+
     def _queue(self, s: Session, req: DeletionRequest | None, kind: str, to: str, msg, now: datetime) -> None:  # noqa: ANN001
         mid = message_id_of(msg)
         s.add(OutboxMail(request_id=req.id if req else None, kind=kind, to_addr=to, message_id=mid,
                          raw=msg.as_bytes(), created_at=now))
 
     def _base_context(self, req: DeletionRequest) -> dict:
-        return {"request": request_view(req), "restore_hours": RESTORE_HOURS, "backup_days": BACKUP_DAYS,
-                "invoice_years": INVOICE_YEARS, "support_address": self.cfg.mailbox_address}
+        return {"request": request_view(req), "restore_hours": RESTORE_HOURS,
+                "backup_days": self.cfg.erasure.backup_days, "invoice_years": INVOICE_YEARS,
+                "support_address": self.cfg.mailbox_address}
 
     def _open_flags(self, s: Session, req: DeletionRequest) -> list[Flag]:
         return list(s.exec(select(Flag).where(Flag.request_id == req.id, Flag.status == "open")).all())
@@ -184,25 +208,35 @@ class Workflow:
         self._move(s, req, "finish_erasure", State.ERASED, actor="erasure-worker", now=now,
                    reasons=[f"job {job.id}: every step done"], message_id=None)
         job.status, job.finished_at = "done", now
+        req.erased_at = now
         s.add(job)
         self._mail_customer(s, req, "erased", now, steps=[st.name for st in self.plan.steps])
 
     def flag(self, s: Session, req: DeletionRequest | None, *, reason: str, now: datetime,
              suggestion: str = "", evidence: Sequence[str] = (), reply_text: str = "",
-             inbound_id: int | None = None, message_id: str | None = None, actor: str = "bot") -> Flag:
+             inbound_id: int | None = None, message_id: str | None = None, actor: str = "bot",
+             notify: bool = True) -> Flag:
         """Hand the request (or a lone message) to a person; staff get a notification with the evidence.
 
         While a request has an open flag, new messages join it instead of opening another.
+        ``notify=False``: no staff mail (the flag is about a staff mail that could not be delivered).
         """
         existing = self._open_flags(s, req) if req is not None else []
+        restore_until = self.restore_window_end(req, now)
         if existing:
             flag = existing[0]
+            if restore_until is not None and not flag.urgent:
+                flag.urgent = True
+                flag.sla_due_at = min(as_utc(flag.sla_due_at) or restore_until, restore_until)
+                s.add(flag)
             self._audit(s, req, actor=actor, event="flag_joined", now=now, message_id=message_id,
                         reasons=[f"flag {flag.id}: {reason}"])
             return flag
+        due = self.calendar.deadline(now)
         flag = Flag(request_id=req.id if req else None, inbound_id=inbound_id, reason=reason,
                     suggestion=suggestion, evidence_json=json.dumps(list(evidence)), reply_text=reply_text,
-                    created_at=now, sla_due_at=self.calendar.deadline(now))
+                    created_at=now, sla_due_at=min(due, restore_until) if restore_until else due,
+                    urgent=restore_until is not None)
         s.add(flag)
         s.flush()
         self._audit(s, req, actor=actor, event="flagged", now=now, message_id=message_id,
@@ -210,22 +244,47 @@ class Workflow:
         context = {
             "request": request_view(req) if req else None,
             "flag": {"id": flag.id, "reason": reason, "suggestion": suggestion, "evidence": list(evidence),
-                     "reply_text": reply_text, "message_id": message_id},
+                     "reply_text": reply_text, "message_id": message_id, "urgent": flag.urgent},
             "support_address": self.cfg.mailbox_address,
         }
-        msg = self.composer.compose("staff_flag", self.cfg.staff_address, context, now=now,
-                                    auto_submitted="auto-generated")
-        self._queue(s, req, "staff_flag", self.cfg.staff_address, msg, now)
+        if notify:
+            msg = self.composer.compose("staff_flag", self.cfg.staff_address, context, now=now,
+                                        auto_submitted="auto-generated")
+            self._queue(s, req, "staff_flag", self.cfg.staff_address, msg, now)
         return flag
+
+    def restore_window_end(self, req: DeletionRequest | None, now: datetime) -> datetime | None:
+        """When the customer's restore window closes, if ``req`` was erased and it is still open."""
+        erased_at = as_utc(req.erased_at) if req is not None and req.state == State.ERASED.value else None
+        end = erased_at + timedelta(hours=RESTORE_HOURS) if erased_at else None
+        return end if end is not None and now < end else None
 
     def resolve_flags(self, s: Session, req: DeletionRequest, *, actor: str, resolution: str,
                       reason: str, now: datetime) -> int:
         """Close the request's open flags (staff acted on it); audited. Returns how many."""
         flags = self._open_flags(s, req)
         for flag in flags:
-            flag.status, flag.resolved_at, flag.resolved_by = "resolved", now, actor
-            flag.resolution, flag.resolution_reason = resolution, reason
-            s.add(flag)
-            self._audit(s, req, actor=actor, event="flag_resolved", now=now,
-                        reasons=[f"flag {flag.id}: {resolution}: {reason}"])
+            self.resolve_flag(s, flag, req, actor=actor, resolution=resolution, reason=reason, now=now)
         return len(flags)
+
+    def resolve_flag(self, s: Session, flag: Flag, req: DeletionRequest | None, *, actor: str, resolution: str,
+                     reason: str, now: datetime) -> None:
+        """Close one flag with the staff's resolution and reason; audited (on its request, if any)."""
+        flag.status, flag.resolved_at, flag.resolved_by = "resolved", now, actor
+        flag.resolution, flag.resolution_reason = resolution, reason
+        s.add(flag)
+        self._audit(s, req, actor=actor, event="flag_resolved", now=now,
+                    reasons=[f"flag {flag.id}: {resolution}: {reason}"])
+
+    def reply(self, s: Session, req: DeletionRequest, kind: str, *, actor: str, now: datetime,
+              reasons: Sequence[str]) -> None:
+        """Staff answer the customer with the template ``kind``, to the account address on file.
+
+        An ``ask`` is the ask transition (it meets the arrival clock and is refused once the request
+        is past confirmation), so a template can never claim a state the request is not in.
+        """
+        if kind == "ask":
+            self.ask(s, req, actor=actor, now=now, reasons=reasons)
+            return
+        self._audit(s, req, actor=actor, event="staff_reply", now=now, reasons=[f"mail {kind}", *reasons])
+        self._mail_customer(s, req, kind, now)

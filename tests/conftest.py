@@ -12,6 +12,9 @@ import pytest
 
 from inbox_bot.app import App
 from inbox_bot.config import build_config
+from tests.dovecot import dovecot, imap_account  # noqa: F401 - fixtures: the private Dovecot of the IMAP tests
+
+pytest_plugins = ["tests.smtp_server"]  # fixtures: a real SMTP server (aiosmtpd) for the SMTP tests
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "corpus"

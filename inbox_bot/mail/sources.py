@@ -3,6 +3,7 @@
 ``MaildirSource`` is the embedded default: new mail is a file in ``new/``; marking it done
 moves it to ``cur/`` (unflagged, so a person's mail client still shows it unread). The key is
 the file's base name, which stays stable across that move.
+``ImapSource`` (``inbox_bot.mail.imap_source``) reads an IMAP folder and the Sent folder.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from sqlalchemy.engine import Engine
+
+from inbox_bot.config import ImapOptions, parse_imap_url
 
 
 class SourceError(RuntimeError):
@@ -78,10 +83,15 @@ class MaildirSource:
         return None
 
 
-def open_source(url: str, base_dir: Path) -> Source:
-    """A source for ``mailbox.source`` ("maildir:PATH"; IMAP comes with its own module)."""
+def open_source(url: str, base_dir: Path, *, imap: ImapOptions | None = None, engine: Engine | None = None) -> Source:
+    """A source for ``mailbox.source``: "maildir:PATH", or "imap[s]://USER@HOST:PORT/MAILBOX" with the
+    ``[mailbox]`` IMAP options and the engine that keeps its progress marks."""
     scheme, _, rest = url.partition(":")
     if scheme == "maildir":
         path = Path(rest).expanduser()
         return MaildirSource(path if path.is_absolute() else base_dir / path)
+    if scheme in ("imap", "imaps"):
+        from inbox_bot.mail.imap_source import ImapSource
+
+        return ImapSource(parse_imap_url(url), imap or ImapOptions(), engine)
     raise SourceError(f"mailbox.source: {scheme}: sources are not available in this version")

@@ -1,4 +1,5 @@
-"""The tables (SQLModel): requests, inbound messages, outbox, audit events, flags, erasure jobs.
+"""The tables (SQLModel): requests, inbound messages, outbox, audit events, flags, erasure jobs,
+SLA notices and staff digests.
 
 No mail and no policy here: only what is stored, and small helpers to read it back.
 Times are stored as UTC.
@@ -7,8 +8,10 @@ Times are stored as UTC.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from uuid import uuid4
 
+from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from inbox_bot.types import State
@@ -39,6 +42,9 @@ class DeletionRequest(SQLModel, table=True):
     asked_at: datetime | None = None
     sla_due_at: datetime | None = None
     source: str = "cli"
+    erased_at: datetime | None = None  # opens the restore window; starts the backup-retention clock
+    purged_at: datetime | None = None  # personal data removed from our own tables (erasure.backup_days)
+    email_hmac: str | None = None  # keyed hash kept after the purge, so a returning address can be recognised
 
 
 class ReplyToken(SQLModel, table=True):
@@ -93,6 +99,7 @@ class OutboxMail(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = None
     status: str = Field(default="pending", index=True)
+    next_attempt_at: datetime | None = None  # backoff, rate-limit deferral or an attempt in progress
 
 
 class AuditEvent(SQLModel, table=True):
@@ -132,6 +139,7 @@ class Flag(SQLModel, table=True):
     resolved_by: str | None = None
     resolution: str | None = None
     resolution_reason: str | None = None
+    urgent: bool = False  # a reply after erasure while the restore window is open
 
 
 class ErasureJob(SQLModel, table=True):
@@ -142,6 +150,9 @@ class ErasureJob(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     run_after: datetime
     status: str = Field(default="queued", index=True)
+    uid: str = Field(default_factory=lambda: uuid4().hex)  # with the step name: the idempotency key
+    lease_owner: str | None = None  # "host:pid:nonce" of the worker running it: one worker at a time
+    lease_until: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
@@ -155,7 +166,53 @@ class ErasureStep(SQLModel, table=True):
     seq: int
     name: str
     executor: str = "record"
-    status: str = "pending"
+    status: str = "pending"  # pending, running, retry, done, failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    note: str | None = None  # what the executor reported (rows deleted, HTTP status, files removed)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+
+
+class SlaNotice(SQLModel, table=True):
+    """A reminder or escalation sent about one SLA clock; unique, so each is sent once across restarts.
+
+    Written in the same transaction as its outbox mail: a crash loses both or neither.
+    """
+
+    __tablename__ = "sla_notice"
+    __table_args__ = (UniqueConstraint("clock_kind", "clock_id", "level"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clock_kind: str  # "request" (arrival clock) or "flag"
+    clock_id: int
+    level: str  # "reminder" or "escalation"
+    due_at: datetime
+    sent_at: datetime = Field(default_factory=utcnow)
+
+
+class StaffDigest(SQLModel, table=True):
+    """One row per local business day whose digest was queued: the digest goes out once a day."""
+
+    __tablename__ = "staff_digest"
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(unique=True)
+    sent_at: datetime = Field(default_factory=utcnow)
+
+
+class ImapProgress(SQLModel, table=True):
+    """How far the IMAP source got in one folder: every UID up to ``last_uid`` was handled or left on
+    purpose (unmatched mail carries no mark, so this is what keeps it from being fetched each pass).
+    A new UIDVALIDITY starts a new row at 0; the pipeline's Message-ID/content dedupe covers the re-sync.
+    """
+
+    __tablename__ = "imap_progress"
+    __table_args__ = (UniqueConstraint("mailbox", "uidvalidity"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(index=True)
+    uidvalidity: int
+    last_uid: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -35,6 +35,8 @@ def decide(mail: InboundMail, facts: Facts) -> tuple[Action, list[str]]:
     if req.state in (State.ERASED, State.ERASING, State.CANCELLED):
         return Action.FLAG_HUMAN, [*reasons, f"request is {req.state.value}: a person must answer"]
     if facts.intent is Intent.CONFIRM:
+        if facts.token_problem:  # threats row 10: an old or replayed token never confirms
+            return Action.FLAG_HUMAN, [*reasons, facts.token_problem]
         if req.state in CONFIRMABLE:
             return Action.QUEUE_ERASURE, [*reasons, "verified sender confirmed"]
         return Action.FLAG_HUMAN, [*reasons, f"confirm while {req.state.value}"]
