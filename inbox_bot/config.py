@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from inbox_bot.resources import default_rules_dir, default_templates_dir
 
@@ -95,21 +96,25 @@ class ImapUrl:
         return f"{'imaps' if self.tls else 'imap'}://{self.user}@{self.host}:{self.port}/{self.mailbox}"
 
 
-def parse_imap_url(value: str, key: str = "mailbox.source") -> ImapUrl:
-    """Split an IMAP source URL; user and mailbox may be %-encoded (``support%40clickport.io``)."""
-    from urllib.parse import unquote, urlsplit
-
-    form = "imap://USER@HOST:PORT/MAILBOX or imaps://..."
+def _split_server_url(value: str, key: str, kind: str, form: str, section: str) -> tuple[SplitResult, int | None]:
+    """urlsplit with one-line errors; a password in the URL is refused (secrets live in env or files)."""
     try:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"{key}: {value!r} is not an IMAP URL ({form}): {exc}") from exc
-    if parts.scheme not in ("imap", "imaps") or not parts.hostname:
-        raise ConfigError(f"{key}: {value!r} is not an IMAP URL ({form})")
+        raise ConfigError(f"{key}: {value!r} is not an {kind} URL ({form}): {exc}") from exc
+    if parts.scheme not in (kind.lower(), kind.lower() + "s") or not parts.hostname:
+        raise ConfigError(f"{key}: {value!r} is not an {kind} URL ({form})")
     if parts.password is not None:
-        raise ConfigError(f"{key}: no password in the URL; name an environment variable in mailbox.password_env "
-                          "or a file in mailbox.password_file")
+        raise ConfigError(f"{key}: no password in the URL; name an environment variable in {section}.password_env "
+                          f"or a file in {section}.password_file")
+    return parts, port
+
+
+def parse_imap_url(value: str, key: str = "mailbox.source") -> ImapUrl:
+    """Split an IMAP source URL; user and mailbox may be %-encoded (``support%40clickport.io``)."""
+    form = "imap://USER@HOST:PORT/MAILBOX or imaps://..."
+    parts, port = _split_server_url(value, key, "IMAP", form, "mailbox")
     if not parts.username:
         raise ConfigError(f"{key}: {value!r} names no user ({form})")
     if parts.query or parts.fragment:
@@ -178,19 +183,8 @@ class SmtpUrl:
 
 def parse_smtp_url(value: str, key: str = "outgoing.transport") -> SmtpUrl:
     """Split an SMTP transport URL; the user may be %-encoded (``bot%40clickport.io``)."""
-    from urllib.parse import unquote, urlsplit
-
     form = "smtp://[USER@]HOST:PORT or smtps://..."
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {value!r} is not an SMTP URL ({form}): {exc}") from exc
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise ConfigError(f"{key}: {value!r} is not an SMTP URL ({form})")
-    if parts.password is not None:
-        raise ConfigError(f"{key}: no password in the URL; name an environment variable in outgoing.password_env "
-                          "or a file in outgoing.password_file")
+    parts, port = _split_server_url(value, key, "SMTP", form, "outgoing")
     if parts.path.strip("/") or parts.query or parts.fragment:
         raise ConfigError(f"{key}: {value!r}: paths, query strings and fragments are not supported ({form})")
     tls = parts.scheme == "smtps"

@@ -1,8 +1,8 @@
-"""The labelled sample corpora end to end through the command line, as the team measures it.
+"""The labelled sample corpus end to end through the command line, as the team measures it.
 
 Runs tests/data/tools/corpus_harness.py (a copy of shared/tools/corpus_harness.py): it adds every
 request, brings it to its state with the staff commands, delivers the mails into the Maildir,
-runs `poll --once` and scores `messages list --json`.
+runs `poll --once` and scores `messages list --json`. (sample2 runs in-process in test_evaluate.py.)
 """
 
 from __future__ import annotations
@@ -11,23 +11,25 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import CORPUS, DATA, bot_executable
 
-MIN_ACCURACY = 0.85
+MIN_ACCURACY = 0.97
 
 
-@pytest.mark.parametrize("corpus", ["sample"])  # sample2 runs in-process in tests/test_evaluate.py
-def test_corpus_end_to_end(corpus: str) -> None:
+def run_harness(corpus: str, *extra: str, env: dict | None = None) -> dict:
+    """Run the harness on a corpus of tests/data/corpus and return its JSON result."""
     proc = subprocess.run(
         [sys.executable, str(DATA / "tools" / "corpus_harness.py"), str(CORPUS / corpus), "--bot", bot_executable(),
-         "--json", "--min-acc", str(MIN_ACCURACY)],
-        capture_output=True, text=True, timeout=600,
+         "--json", "--min-acc", str(MIN_ACCURACY), *extra],
+        capture_output=True, text=True, timeout=900, env=env,
     )
     assert proc.stdout, proc.stderr[-2000:]
-    res = json.loads(proc.stdout)
-    print(f"\n{corpus}: action accuracy {res['accuracy']:.3f} ({res['correct']}/{res['cases']}), "
+    return json.loads(proc.stdout)
+
+
+def assert_safe_and_accurate(res: dict, label: str) -> None:
+    """Print the figures, then hold the line: no false erasure, no missed cancel, nothing twice."""
+    print(f"\n{label}: action accuracy {res['accuracy']:.3f} ({res['correct']}/{res['cases']}), "
           f"false erasures {len(res['false_erasures'])}, missed cancels {len(res['missed_cancels'])}")
     for row in res["wrong"]:
         print(f"  {row['id']}: want {row['want']} got {row['got']} (intent {row['intent']} vs {row['want_intent']})")
@@ -36,3 +38,7 @@ def test_corpus_end_to_end(corpus: str) -> None:
     assert res["missed_cancels"] == []
     assert res["acted_twice"] == [] and res["duplicate_mails"] == []
     assert res["accuracy"] >= MIN_ACCURACY
+
+
+def test_sample_corpus_end_to_end() -> None:
+    assert_safe_and_accurate(run_harness("sample"), "sample via Maildir")

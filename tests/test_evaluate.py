@@ -16,7 +16,7 @@ def test_eval_scores_the_second_sample(capsys, tmp_path: Path) -> None:
     print(f"\nsample2 via eval: accuracy {out['accuracy']} ({out['correct']}/{out['cases']})")
     assert out["cases"] == 80
     assert out["false_erasures"] == [] and out["missed_cancels"] == []
-    assert out["accuracy"] >= 0.95
+    assert out["accuracy"] >= 0.97
     assert sum(out["confusion"].values()) == 80
 
 
