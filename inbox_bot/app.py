@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from inbox_bot.config import Config
+from inbox_bot.config import Config, ConfigError
 from inbox_bot.digest import send_digest_if_due
 from inbox_bot.erasure import worker
 from inbox_bot.erasure.plan import ErasurePlan, plan_for
@@ -56,23 +56,20 @@ class App:
     def rules(self) -> dict:
         return load_rulebook(self.cfg.rules_dir)
 
+    def _from_sla_section(self, factory: Callable[[dict], object]):  # noqa: ANN202 - the factory's type
+        """The [sla] section is validated by inbox_bot.sla; its ValueErrors name the key."""
+        try:
+            return factory(self.cfg.sla)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
     @cached_property
     def calendar(self) -> BusinessCalendar:
-        try:
-            return BusinessCalendar.from_config(self.cfg.sla)
-        except ValueError as exc:
-            from inbox_bot.config import ConfigError
-
-            raise ConfigError(str(exc)) from exc
+        return self._from_sla_section(BusinessCalendar.from_config)
 
     @cached_property
     def sla_policy(self) -> SlaPolicy:
-        try:
-            return SlaPolicy.from_config(self.cfg.sla)
-        except ValueError as exc:
-            from inbox_bot.config import ConfigError
-
-            raise ConfigError(str(exc)) from exc
+        return self._from_sla_section(SlaPolicy.from_config)
 
     @cached_property
     def sla_watch(self) -> SlaWatch:
