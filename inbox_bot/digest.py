@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -85,7 +85,15 @@ def build_digest(s: Session, watch: SlaWatch, now: datetime) -> dict[str, Any]:
     clocks = [clock_view(st, watch.calendar) for st in statuses]
     flags = [_flag_view(s, watch, f, now)
              for f in s.exec(select(Flag).where(Flag.status == "open").order_by(Flag.urgent.desc(), Flag.id))]
+    last = s.exec(select(StaffDigest.sent_at).order_by(StaffDigest.sent_at.desc())).first()
+    since = as_utc(last) if last is not None else now - timedelta(days=7)  # the first digest looks back a week
+    erased = [{"id": r.id, "email": r.email, "account_id": r.account_id,
+               "erased": local_time(as_utc(r.erased_at), watch.calendar)}
+              for r in s.exec(select(DeletionRequest).where(DeletionRequest.erased_at.is_not(None))
+                              .order_by(DeletionRequest.erased_at))
+              if since < as_utc(r.erased_at) <= now]
     return {
+        "erased": erased,
         "day": f"{local:%A} {local.day} {local:%B %Y}",
         "generated": local_time(now, watch.calendar),
         "states": states,
@@ -93,7 +101,7 @@ def build_digest(s: Session, watch: SlaWatch, now: datetime) -> dict[str, Any]:
         "clocks": clocks,
         "breached": sum(1 for c in clocks if c["breached"]),
         "flags": flags,
-        "empty": not clocks and not flags,
+        "empty": not clocks and not flags and not erased,
         "support_address": watch.support_address,
         "timezone": watch.calendar.timezone,
     }

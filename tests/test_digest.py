@@ -220,3 +220,19 @@ def test_urgent_flags_come_first(make_app, clock) -> None:
     assert flags.index(f"{urgent}Flag #{late}") < flags.index(f"\nFlag #{ids['flag']}, request #1")
     assert f"{urgent}Flag #{ids['flag']}" not in flags
     assert "URGENT (reply inside the restore window)" in parts["html"]
+
+
+def test_erasures_since_the_last_digest_are_listed_once(make_app, clock) -> None:
+    app = make_app(sla=SLA)
+    rid = add(app, clock, berlin(2026, 12, 4, 10, 0), "ana@example.net")
+    commands.staff_transition(app, "confirm", rid, "staff:kim", "confirmed by phone")
+    clock.now = berlin(2026, 12, 5, 11, 0)
+    assert app.run_erasures() == {"done": 1}
+    clock.now = berlin(2026, 12, 7, 8, 30)
+    parts = render_digest(app.engine, app.sla_watch, clock.now)
+    assert "Erased since the last digest (1" in parts["txt"]
+    assert f"Request #{rid}  ana@example.net" in parts["txt"]
+    assert "ana@example.net" in parts["html"] and "Erased since the last digest" in parts["html"]
+    app.send_digest()
+    clock.now = berlin(2026, 12, 8, 8, 30)
+    assert "Erased since the last digest" not in render_digest(app.engine, app.sla_watch, clock.now)["txt"]
