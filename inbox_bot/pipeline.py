@@ -288,6 +288,11 @@ class Pipeline:
                 req.sla_due_at, req.updated_at = None, now
                 s.add(req)
                 reasons.append("answered: the arrival SLA clock stops")
+            for flag in s.exec(select(Flag).where(Flag.request_id == req.id, Flag.status == "open",
+                                                  Flag.sla_due_at.is_not(None))).all():
+                flag.sla_due_at = None
+                s.add(flag)
+                reasons.append(f"answered: the clock of flag {flag.id} stops (the flag stays open until resolved)")
             s.add(AuditEvent(request_id=req.id, at=now, actor=f"staff:{staff}", event="staff_reply",
                              message_id=mail.message_id, reasons_json=json.dumps(reasons)))
             self._record(s, mail, Action.IGNORE, Intent.NONE, reasons, request_id=req.id)

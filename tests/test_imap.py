@@ -285,6 +285,24 @@ def test_staff_reply_from_the_sent_folder_joins_the_timeline_and_stops_the_clock
     assert [e["event"] for e in again].count("staff_reply") == 1
 
 
+def test_staff_reply_stops_the_clock_of_an_open_flag(make_imap_app, dovecot: Dovecot, imap_env: Account) -> None:
+    app = make_imap_app()
+    rid = asked(app, ANA)
+    dovecot.deliver(imap_env, reply_to(app, ANA, "Will my invoices still be available afterwards?"))
+    app.poll_once()
+    assert commands.list_requests(app)[0]["open_flag"] and commands.list_requests(app)[0]["sla_due_at"]
+    ask = last_sent(sent_dir(app))[ANA]
+    staff = EmailMessage()
+    staff["From"], staff["To"], staff["Subject"] = "jana@clickport.io", ANA, "Re: " + ask["Subject"]
+    staff["Message-ID"], staff["In-Reply-To"] = make_msgid(domain="clickport.io"), ask["Message-ID"]
+    staff.set_content("Yes, invoices stay available for 7 years.")
+    dovecot.deliver(imap_env, staff.as_bytes(), folder="Sent")
+    app.poll_once()
+    row = commands.list_requests(app)[0]
+    assert row["open_flag"] and row["sla_due_at"] is None, "answered: the flag's clock stops, the flag stays"
+    assert commands.show_request(app, rid)["state"] == "awaiting_confirmation"
+
+
 def test_a_message_that_failed_is_retried_without_refetching_the_rest(make_imap_app, dovecot: Dovecot,
                                                                      imap_env: Account, monkeypatch) -> None:
     app = make_imap_app()
