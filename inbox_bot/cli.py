@@ -105,6 +105,13 @@ def cmd_requests_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_requests_export(args: argparse.Namespace) -> int:
+    from inbox_bot.export import REQUEST_COLUMNS, write_csv
+
+    write_csv(commands.list_requests(_app(args), args.state), REQUEST_COLUMNS, sys.stdout)
+    return 0
+
+
 def cmd_messages_list(args: argparse.Namespace) -> int:
     rows = commands.list_messages(_app(args), args.request)
     if args.json:
@@ -221,8 +228,12 @@ def cmd_erasure_purge(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from inbox_bot import scheduler
+    from inbox_bot.security_checks import config_warnings
 
-    scheduler.run(_app(args))
+    app = _app(args)
+    for warning in config_warnings(app.cfg):
+        logging.getLogger("inbox_bot").warning("config: %s", warning)
+    scheduler.run(app)
     return 0
 
 
@@ -297,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     lsub = reqs.add_subparsers(dest="action", metavar="ACTION", required=True)
     lst = add(lsub, "list", cmd_requests_list, "list requests with state, open flag and SLA due time", True)
     lst.add_argument("--state", choices=[st.value for st in State])
+    exp = add(lsub, "export", cmd_requests_export, "requests as CSV on stdout, formula prefixes neutralised")
+    exp.add_argument("--csv", action="store_true", required=True, help="CSV (the only format)")
+    exp.add_argument("--state", choices=[st.value for st in State])
 
     msgs = sub.add_parser("messages", help="processed inbound messages")
     msub = msgs.add_subparsers(dest="action", metavar="ACTION", required=True)

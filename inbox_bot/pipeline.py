@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, or_, select
 
 from inbox_bot.intake import parse_notification
@@ -87,6 +87,8 @@ def find_candidates(s: Session, mail: InboundMail, mailbox: str, *, now: datetim
                     and now - created > token_max_age:
                 token_problem = f"reply token expired (issued {created:%Y-%m-%d}, older than {token_max_age.days} days)"
             break
+    if tokens and by_token is None:
+        token_problem = "reply token matches no request (mistyped or guessed): it cannot confirm"
     by_sender: tuple[RequestSnapshot, ...] = ()
     if mail.from_addr:
         reqs = s.exec(select(DeletionRequest).where(DeletionRequest.email == mail.from_addr,
@@ -141,6 +143,11 @@ class Pipeline:
         except IntegrityError:
             log.info("message key=%s was recorded by another process meanwhile", key)
             return "seen"
+        except SQLAlchemyError:
+            raise  # the database, not the message: left pending and retried on the next pass
+        except Exception as exc:  # noqa: BLE001 - a message that breaks triage or a template would fail forever
+            log.exception("message key=%s: error while handling it, quarantined", key)
+            return self._quarantine(key, raw, f"error while handling it: {type(exc).__name__}: {exc}"[:300])
         return action
 
     # --- inside the transaction ----------------------------------------------------------------

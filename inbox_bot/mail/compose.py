@@ -129,8 +129,10 @@ def _day(ctx: Context, value: datetime) -> str:
 
 
 def _oneline(value: Any) -> str:
-    """Whitespace (line breaks included) collapsed, so data can sit in a subject line."""
-    return " ".join(str(value).split())
+    """Whitespace (line breaks included) collapsed and other control/format characters (NUL, bidi) shown
+    as ``\\uXXXX``, so data can sit in a subject line: a refused subject would make the message that
+    caused it fail on every pass (found by tests/test_fuzz.py)."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in " ".join(str(value).split()))
 
 
 class Composer:

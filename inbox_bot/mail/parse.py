@@ -33,6 +33,13 @@ class ParseFailure(Exception):
     """The message could not be read at all; the reason is the message text."""
 
 
+def _text(value: object) -> str:
+    """A header value as clean Unicode: raw 8-bit bytes (SMTPUTF8 mail, or junk) come out of the parser as
+    lone surrogates, which no database or log can encode (a poison message); read them as UTF-8, else U+FFFD.
+    """
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _addresses(msg: Message, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(normalised addr-specs, defect names) of every instance of header ``name``."""
     addrs: list[str] = []
@@ -45,7 +52,7 @@ def _addresses(msg: Message, name: str) -> tuple[tuple[str, ...], tuple[str, ...
             defects += [type(d).__name__ for d in getattr(value, "defects", ())]
             for a in getattr(value, "addresses", ()):
                 if isinstance(a, Address) and a.addr_spec and "@" in a.addr_spec:
-                    addrs.append(normalise_address(a.addr_spec))
+                    addrs.append(normalise_address(_text(a.addr_spec)))
                 else:
                     defects.append("address without a domain")
         except Exception as exc:  # noqa: BLE001 - a hostile header must not stop parsing
@@ -54,7 +61,7 @@ def _addresses(msg: Message, name: str) -> tuple[tuple[str, ...], tuple[str, ...
 
 
 def _msgids(value: str | None) -> tuple[str, ...]:
-    return tuple(_MSGID.findall(str(value))) if value else ()
+    return tuple(_MSGID.findall(_text(value))) if value else ()
 
 
 def _decode_part(part: Message, problems: list[str]) -> str:
@@ -127,7 +134,7 @@ def parse_mail(raw: bytes, source_key: str) -> InboundMail:
         to_addrs, _ = _addresses(msg, "To")
         cc_addrs, _ = _addresses(msg, "Cc")
         reply_to, _ = _addresses(msg, "Reply-To")
-        headers = tuple((k, str(v)) for k, v in msg.items())
+        headers = tuple((_text(k), _text(v)) for k, v in msg.items())
         date = None
         try:
             value = msg.get("Date")
@@ -150,8 +157,8 @@ def parse_mail(raw: bytes, source_key: str) -> InboundMail:
             to_addrs=to_addrs,
             cc_addrs=cc_addrs,
             reply_to=reply_to,
-            return_path=str(return_path).strip() if return_path is not None else None,
-            subject=str(msg.get("Subject") or ""),
+            return_path=_text(return_path).strip() if return_path is not None else None,
+            subject=_text(msg.get("Subject") or ""),
             date=date,
             headers=headers,
             content_type=msg.get_content_type(),

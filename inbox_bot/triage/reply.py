@@ -741,6 +741,9 @@ def _is_reply_header(el: lxml.html.HtmlElement) -> bool:
     return el.tag == "div" and bool(_OUTLOOK_RULE.search(_style(el)))
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _html_to_text(html: str) -> tuple[str, list[str], dict[int, tuple[str, str]]]:
     """(visible text, cut notes, hidden texts by sentinel number) of an HTML body, quote markup removed.
 
@@ -748,6 +751,7 @@ def _html_to_text(html: str) -> tuple[str, list[str], dict[int, tuple[str, str]]
     what the customer wrote below it); a hidden element leaves a numbered sentinel so that the
     engine can tell whether it sat inside the customer's new text.
     """
+    html = _NOT_XML.sub("\ufffd", html)  # lxml refuses NUL/control characters later, mid-tree (a poison message)
     try:
         root = lxml.html.document_fromstring(re.sub(r"^\s*<\?xml[^>]*\?>", "", html))
     except (lxml.etree.ParserError, ValueError):
