@@ -35,6 +35,7 @@ from inbox_bot.store.models import (
 )
 from inbox_bot.tokens import token_hash, tokens_in
 from inbox_bot.triage import TriageContext, triage
+from inbox_bot.triage.decide import hold_back
 from inbox_bot.triage.sender import Sender
 from inbox_bot.types import Action, Candidates, Decision, Facts, InboundMail, Intent, RequestSnapshot, State
 from inbox_bot.workflow import TransitionError, Workflow
@@ -165,7 +166,7 @@ class Pipeline:
             return self._intake(s, mail, notification, now)
         ctx = replace(self.context, candidates=find_candidates(
             s, mail, self.context.mailbox_address, now=now, token_max_age=self.workflow.cfg.token_max_age))
-        decision = triage(mail, ctx)
+        decision = self._holds_checked(s, triage(mail, ctx))
         inbound = self._record(s, mail, decision.action, decision.intent, list(decision.reasons),
                                request_id=decision.request_id, decision=decision)
         self._apply(s, mail, decision, inbound, now)
@@ -173,6 +174,16 @@ class Pipeline:
                  mail.source_key, decision.request_id, decision.intent.value, inbound.action,
                  "; ".join(json.loads(inbound.reasons_json)))
         return inbound.action
+
+    def _holds_checked(self, s: Session, decision: Decision) -> Decision:
+        """A confirm meets the erasure plan's holds (the app's data) before anything is queued."""
+        if decision.action is not Action.QUEUE_ERASURE or not self.workflow.plan.holds:
+            return decision
+        req = s.get(DeletionRequest, decision.request_id)
+        holds = self.workflow.plan.holds_applying({"account_id": req.account_id, "email": req.email,
+                                                   "request_id": req.id})
+        action, reasons = hold_back(decision.action, list(decision.reasons), holds)
+        return replace(decision, action=action, reasons=tuple(reasons))
 
     def _duplicate_of(self, s: Session, mail: InboundMail) -> InboundMessage | None:
         cond = InboundMessage.raw_sha256 == mail.raw_sha256

@@ -608,19 +608,92 @@ def test_row22_notices_go_only_to_the_address_on_file(app: App) -> None:
     assert [m.to_addr for m in outbox(app)] == [CUSTOMER]
 
 
-def test_row23_holds_are_the_erasure_plans_preflight(app: App) -> None:
-    """Row 23 (active subscription, unpaid invoice, legal hold) needs app data: the erasure plan's first
-    `sql` step carries a `require` query that must return a row before anything is erased (see
-    inbox_bot/sample_app/erasure.toml); the bot itself never erases before a verified confirm and the
-    cooling-off. Here: the bot's own guarantee that a job waits while its request has an open flag.
-    """
-    rid = asked(app)
-    run(app, reply(app), "1.confirm")
-    with transaction(app.engine) as s:
-        app.workflow.flag(s, s.get(DeletionRequest, rid), reason="legal hold", now=app.clock())
+ANA, ANA_ACCOUNT = "ana.ruiz@example.net", "acc_1001"
+
+
+@pytest.fixture
+def held_app(make_app, tmp_path):
+    """A bot whose erasure plan is the sample app's (holds: chargeback, legal hold), Ana asked to confirm."""
+    from inbox_bot.sample_app import create_sample_app
+
+    sample = create_sample_app(tmp_path / "clickport")
+    app = make_app(erasure={"cooling_off": "0s", "plan": str(sample.plan)})
+    return app, sample, asked(app, ANA, ANA_ACCOUNT)
+
+
+def _rows(sample) -> int:  # noqa: ANN001
+    with sample.connect() as conn:
+        return conn.execute("SELECT count(*) FROM users WHERE id = ?", (ANA_ACCOUNT,)).fetchone()[0]
+
+
+def test_row23_a_confirm_for_a_held_account_goes_to_a_person(held_app) -> None:
+    app, sample, rid = held_app
+    with sample.connect() as conn:
+        conn.execute("UPDATE subscriptions SET status = 'disputed' WHERE account_id = ?", (ANA_ACCOUNT,))
+    before = len(outbox(app))
+    run(app, build_reply(ask_mail(app, ANA), ANA, CONFIRM))
+    assert_no_action(app, rid, before, account=ANA)
+    m = commands.list_messages(app)[-1]
+    assert m["action"] == "flag_human" and any("requires manual: hold chargeback" in r for r in m["reasons"])
+    assert _rows(sample) == 1
+
+
+def test_row23_an_active_subscription_can_be_a_hold_too(make_app, tmp_path) -> None:
+    """threats.md's own fixture: the operator who wants paying accounts handled by a person says so."""
+    from inbox_bot.sample_app import create_sample_app
+
+    sample = create_sample_app(tmp_path / "clickport")
+    text = sample.plan.read_text().replace("status = 'disputed'", "status = 'active'")
+    sample.plan.write_text(text)
+    app = make_app(erasure={"cooling_off": "0s", "plan": str(sample.plan)})
+    rid = asked(app, ANA, ANA_ACCOUNT)
+    run(app, build_reply(ask_mail(app, ANA), ANA, CONFIRM))
+    assert commands.show_request(app, rid)["state"] == "awaiting_confirmation" and jobs(app) == []
+    assert commands.show_request(app, rid)["open_flag"]
+
+
+def test_row23_a_hold_placed_after_the_confirm_stops_the_job_at_its_start(held_app) -> None:
+    app, sample, rid = held_app
+    run(app, build_reply(ask_mail(app, ANA), ANA, CONFIRM), "1.confirm")
+    assert commands.show_request(app, rid)["state"] == "erasure_queued"
+    with sample.connect() as conn:
+        conn.execute("INSERT INTO legal_holds (account_id, reason, placed_at) VALUES (?, 'litigation', '2026-12-01')",
+                     (ANA_ACCOUNT,))
     app.run_erasures()
     assert commands.show_request(app, rid)["state"] == "erasure_queued"
-    assert [j.status for j in jobs(app)] == ["queued"]
+    assert [j.status for j in jobs(app)] == ["queued"] and _rows(sample) == 1
+    flag = commands.list_flags(app)[0]
+    assert "requires manual" in flag["reason"] and "legal_hold" in flag["reason"]
+    app.run_erasures()  # held behind the flag: no second flag, nothing runs
+    assert len(commands.list_flags(app)) == 1 and _rows(sample) == 1
+    commands.resolve_flag(app, flag["id"], "dismiss", "staff:jana", "hold still there, trying anyway")
+    app.run_erasures()  # the holds are checked again at the start: flagged again, still nothing erased
+    assert _rows(sample) == 1 and len(commands.list_flags(app)) == 1
+    with sample.connect() as conn:
+        conn.execute("UPDATE legal_holds SET lifted_at = '2026-12-02' WHERE account_id = ?", (ANA_ACCOUNT,))
+    commands.resolve_flag(app, commands.list_flags(app)[0]["id"], "dismiss", "staff:jana", "hold lifted by legal")
+    app.run_erasures()
+    assert commands.show_request(app, rid)["state"] == "erased" and _rows(sample) == 0
+
+
+def test_row23_a_hold_that_cannot_be_checked_counts_as_a_hold(held_app) -> None:
+    app, sample, rid = held_app
+    with sample.connect() as conn:
+        conn.execute("DROP TABLE legal_holds")
+    before = len(outbox(app))
+    run(app, build_reply(ask_mail(app, ANA), ANA, CONFIRM))
+    assert_no_action(app, rid, before, account=ANA)
+    assert any("hold legal_hold: cannot check" in r for r in commands.list_messages(app)[-1]["reasons"])
+
+
+def test_row23_a_hold_may_only_use_what_is_known_before_a_job(tmp_path) -> None:
+    from inbox_bot.erasure.plan import PlanError, load_plan
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[defaults.sql]\nurl = "sqlite:///app.db"\n[[steps]]\nname = "a"\n'
+                    '[[holds]]\nname = "h"\nquery = "SELECT 1 FROM t WHERE job = :job_id AND a = :account_id"\n')
+    with pytest.raises(PlanError, match=r"hold 1\.query: :job_id is not known before a job exists"):
+        load_plan(plan)
 
 
 def test_token_expiry_default_is_thirty_days(app: App) -> None:

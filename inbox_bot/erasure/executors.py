@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -205,6 +206,11 @@ class SqlExecutor(Executor):
             binds |= names
         return {"url": url, "url_env": url_env, "statements": statements, "require": require, "binds": binds}
 
+    @staticmethod
+    def url_of(settings: Mapping[str, Any]) -> str:
+        """The database URL of validated settings ("" when its ``url_env`` variable is not set)."""
+        return settings["url"] or os.environ.get(settings["url_env"], "")
+
     def needs(self, settings: dict[str, Any]) -> set[str]:
         return set(settings["binds"])
 
@@ -218,7 +224,7 @@ class SqlExecutor(Executor):
         from sqlalchemy.pool import NullPool
 
         _missing(settings["binds"], ctx)
-        url = settings["url"] or os.environ.get(settings["url_env"], "")
+        url = self.url_of(settings)
         if not url:
             raise ExecutorError(f"environment variable {settings['url_env']} is not set", permanent=True)
         params = ctx.params()

@@ -15,6 +15,10 @@ File format::
     executor = "sql"               # record | sql | http | command | file
     description = "every login session on every device"
     statements = ["DELETE FROM sessions WHERE user_id = :account_id"]
+
+    [[holds]]                      # optional: when a person must decide (see inbox_bot/erasure/holds.py)
+    name = "legal_hold"
+    query = "SELECT 1 FROM legal_holds WHERE account_id = :account_id"
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from inbox_bot.config import Config, ConfigError
 from inbox_bot.erasure.executors import EXECUTORS, Executor, JobContext, SettingError
+from inbox_bot.erasure.holds import Hold, holds_applying, parse_hold
 from inbox_bot.resources import default_rules_dir
 
 PLAN_FILE = "erasure.toml"
@@ -58,6 +63,11 @@ class PlanStep:
 class ErasurePlan:
     steps: tuple[PlanStep, ...]
     source: Path | None = None
+    holds: tuple[Hold, ...] = ()
+
+    def holds_applying(self, params: dict[str, Any]) -> list[str]:
+        """Why the account in ``params`` must not be erased without a person now (empty: nothing holds it)."""
+        return holds_applying(self.holds, params)
 
     def step(self, name: str) -> PlanStep | None:
         return next((st for st in self.steps if st.name == name), None)
@@ -91,9 +101,9 @@ def plan_path(cfg: Config) -> Path:
 
 def parse_plan(data: dict[str, Any], base_dir: Path, label: str = "erasure.plan") -> ErasurePlan:
     """Validate parsed TOML; every error starts with ``label`` and names the step and key."""
-    unknown = set(data) - {"defaults", "steps"}
+    unknown = set(data) - {"defaults", "steps", "holds"}
     if unknown:
-        raise PlanError(f"{label}: {sorted(unknown)[0]}: unknown key (known: defaults, steps)")
+        raise PlanError(f"{label}: {sorted(unknown)[0]}: unknown key (known: defaults, steps, holds)")
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise PlanError(f"{label}: defaults: must be a table of tables ([defaults.sql], ...)")
@@ -137,7 +147,16 @@ def parse_plan(data: dict[str, Any], base_dir: Path, label: str = "erasure.plan"
         except SettingError as exc:
             raise PlanError(f"{where}.{exc}") from exc
         steps.append(PlanStep(name=name, executor=kind, description=description, settings=normalised))
-    return ErasurePlan(steps=tuple(steps))
+    raw_holds = data.get("holds", [])
+    if not isinstance(raw_holds, list):
+        raise PlanError(f"{label}: holds: must be an array of tables ([[holds]])")
+    holds: list[Hold] = []
+    for i, raw in enumerate(raw_holds, 1):
+        try:
+            holds.append(parse_hold(raw, defaults.get("sql", {}), base_dir))
+        except SettingError as exc:
+            raise PlanError(f"{label}: hold {i}.{exc}") from exc
+    return ErasurePlan(steps=tuple(steps), holds=tuple(holds))
 
 
 def load_plan(path: Path) -> ErasurePlan:
@@ -149,7 +168,7 @@ def load_plan(path: Path) -> ErasurePlan:
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{label}: not valid TOML: {exc}") from exc
     plan = parse_plan(data, path.resolve().parent, label)
-    return ErasurePlan(steps=plan.steps, source=path)
+    return ErasurePlan(steps=plan.steps, source=path, holds=plan.holds)
 
 
 def plan_for(cfg: Config) -> ErasurePlan:

@@ -16,6 +16,8 @@ Why each piece is there:
 - A job that has not started waits while its request has an open flag (a question during the
   cooling-off must be answered before anything is erased), and does not start at all when the
   plan cannot run it (a missing account id or secret): nothing half-done.
+- Before a job starts, the plan's holds are checked in the app's data (a chargeback, a legal
+  hold: threats row 23); one that applies holds the job behind a flag for a person.
 """
 
 from __future__ import annotations
@@ -129,6 +131,17 @@ def _claim(engine: Engine, workflow: Workflow, job_id: int, owner: str, now: dat
                 _release(job)
                 s.add(job)
                 log.info("erasure job=%s held: request %s has an open flag", job_id, req.id)
+                return "held"
+            holds = workflow.plan.holds_applying(_params(req, job))
+            if holds:
+                _release(job)
+                s.add(job)
+                workflow.flag(s, req, reason=f"requires manual: erasure job {job.id} not started: " + "; ".join(holds),
+                              now=now, actor="erasure-worker", evidence=holds,
+                              suggestion="settle the hold in the app first, then `inbox-bot flags resolve ID "
+                                         "--action dismiss` and the job starts (the holds are checked again); "
+                                         "or cancel the request")
+                log.warning("erasure job=%s held for a person: %s", job_id, "; ".join(holds))
                 return "held"
         problems = workflow.plan.problems([st.name for st in _steps(s, job_id) if st.status != "done"],
                                           _params(req, job))

@@ -107,3 +107,13 @@ CREATE TABLE invoices (
     paid_at                TEXT NOT NULL,
     paddle_transaction_id  TEXT NOT NULL UNIQUE
 );
+
+-- Holds placed by the legal team: while one is not lifted, the account is never erased automatically
+-- (the erasure plan's [[holds]]). Empty in the seed data.
+CREATE TABLE legal_holds (
+    id          INTEGER PRIMARY KEY,
+    account_id  TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    placed_at   TEXT NOT NULL,
+    lifted_at   TEXT
+);

@@ -47,3 +47,11 @@ def decide(mail: InboundMail, facts: Facts) -> tuple[Action, list[str]]:
     if facts.intent is Intent.QUESTION:
         return Action.FLAG_HUMAN, [*reasons, "the customer asks something: a person answers"]
     return Action.FLAG_HUMAN, [*reasons, "no clear confirm or cancel"]
+
+
+def hold_back(action: Action, reasons: list[str], holds: list[str]) -> tuple[Action, list[str]]:
+    """A confirm for an account the app holds (a chargeback, a legal hold: threats row 23) goes to a
+    person instead of queueing an erasure; ``holds`` are the reasons found in the app's data."""
+    if action is Action.QUEUE_ERASURE and holds:
+        return Action.FLAG_HUMAN, [*reasons, "requires manual: " + "; ".join(holds)]
+    return action, reasons
