@@ -76,7 +76,8 @@ def find_candidates(s: Session, mail: InboundMail, mailbox: str, *, now: datetim
             if mid in owner:
                 by_thread = snapshot(s, s.get(DeletionRequest, owner[mid]))
                 break
-    by_token, token_problem, tokens = None, None, tokens_in([*mail.to_addrs, *mail.cc_addrs], mailbox)
+    tokens = tokens_in([*mail.to_addrs, *mail.cc_addrs], mailbox)
+    by_token, token_problem, token_expired = None, None, False
     for token in tokens:
         row = s.exec(select(ReplyToken).where(ReplyToken.token_hash == token_hash(token))).first()
         if row is not None:
@@ -87,6 +88,7 @@ def find_candidates(s: Session, mail: InboundMail, mailbox: str, *, now: datetim
             elif now is not None and token_max_age is not None and created is not None \
                     and now - created > token_max_age:
                 token_problem = f"reply token expired (issued {created:%Y-%m-%d}, older than {token_max_age.days} days)"
+                token_expired = True
             break
     if tokens and by_token is None:
         token_problem = "reply token matches no request (mistyped or guessed): it cannot confirm"
@@ -97,7 +99,7 @@ def find_candidates(s: Session, mail: InboundMail, mailbox: str, *, now: datetim
                       .order_by(DeletionRequest.id.desc())).all()
         by_sender = tuple(snapshot(s, r) for r in reqs)
     return Candidates(by_thread=by_thread, by_token=by_token, token_seen=bool(tokens), by_sender=by_sender,
-                      token_problem=token_problem)
+                      token_problem=token_problem, token_expired=token_expired)
 
 
 @dataclass
@@ -228,6 +230,10 @@ class Pipeline:
         self.workflow.flag(s, req, reason=reasons[-1], now=now, suggestion=SUGGESTIONS[decision.intent],
                            evidence=[e.line() for e in decision.evidence], reply_text=decision.facts.reply_text,
                            inbound_id=inbound.id, message_id=mail.message_id)
+        facts = decision.facts
+        if facts.token_expired and facts.sender_verified and decision.intent is Intent.CONFIRM:
+            self.workflow.notify(s, req, "link_expired", now=now, reasons=["the confirm came with an expired token"],
+                                 reply_to_msg=mail.message_id)
 
     def _use_tokens(self, s: Session, mail: InboundMail, now: datetime) -> None:
         for token in tokens_in([*mail.to_addrs, *mail.cc_addrs], self.context.mailbox_address):

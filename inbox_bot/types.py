@@ -118,6 +118,7 @@ class Candidates:
     token_seen: bool = False
     by_sender: tuple[RequestSnapshot, ...] = ()
     token_problem: str | None = None  # the token was found but is used or expired: it cannot confirm
+    token_expired: bool = False  # the problem is the token's age: the customer is told the link expired
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class Facts:
     matched_by: str | None = None
     match_conflict: bool = False
     token_problem: str | None = None
+    token_expired: bool = False
     sender_verified: bool = False
     sender_reasons: list[str] = field(default_factory=list)
     reply_text: str = ""

@@ -276,6 +276,12 @@ class Workflow:
         self._audit(s, req, actor=actor, event="flag_resolved", now=now,
                     reasons=[f"flag {flag.id}: {resolution}: {reason}"])
 
+    def notify(self, s: Session, req: DeletionRequest, kind: str, *, now: datetime, reasons: Sequence[str],
+               reply_to_msg: str | None = None) -> None:
+        """A notice from the bot to the account address that changes no state (e.g. ``link_expired``); audited."""
+        self._audit(s, req, actor="bot", event="notice", now=now, reasons=[f"mail {kind}", *reasons])
+        self._mail_customer(s, req, kind, now, reply_to_msg=reply_to_msg)
+
     def reply(self, s: Session, req: DeletionRequest, kind: str, *, actor: str, now: datetime,
               reasons: Sequence[str]) -> None:
         """Staff answer the customer with the template ``kind``, to the account address on file.

@@ -20,7 +20,7 @@ from markupsafe import escape
 from inbox_bot.mail.compose import REPLY_MARKER, Composer, known_kinds
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-CUSTOMER_KINDS = ("received", "ask", "cancelled", "erasure_scheduled", "erased")
+CUSTOMER_KINDS = ("received", "ask", "cancelled", "erasure_scheduled", "erased", "link_expired")
 ALL_KINDS = (*CUSTOMER_KINDS, "staff_flag")
 LANGUAGES = ("en", "de")
 NOW = datetime(2026, 5, 12, 10, 15, tzinfo=UTC)
@@ -50,6 +50,8 @@ MUST_SAY: dict[tuple[str, str], tuple[str, ...]] = {
     ("erased", "de"): ("wurde gelöscht", "alle Login-Sitzungen", "API-Schlüssel", "Rechnungen und Zahlungsbelege",
                        "Paddle-Transaktions-ID", "7 Jahre", "nicht mehr sichtbar", "24 Stunden", "30 Tage",
                        "nicht mehr wiederherstellbar"),
+    ("link_expired", "en"): ("has expired", "did not confirm", "Nothing has been deleted", "one business day"),
+    ("link_expired", "de"): ("abgelaufen", "nicht bestätigt", "Es wurde nichts gelöscht", "eines Werktags"),
 }
 STAFF_MUST_SAY = ("Request #12", CUSTOMER, "awaiting_confirmation", "acc_8812", "Moving to another tool",
                   "reply asks a question", "Can I keep my invoices for the tax office?",

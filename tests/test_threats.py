@@ -312,8 +312,19 @@ def test_row10_expired_token_measured_at_our_receipt_time(asked_app, clock) -> N
     raw = reply(app)  # its Date header says "now": the receipt time is what counts
     clock.advance(days=31)
     run(app, raw)
-    assert_no_action(app, rid, before)
+    assert_no_action(app, rid, before, allowed_to_customer=1)
     assert any("expired" in r for r in commands.list_messages(app)[-1]["reasons"])
+    notice = [m for m in outbox(app)[before:] if m.to_addr == CUSTOMER]
+    assert [m.kind for m in notice] == ["link_expired"], "the customer is told the link expired"
+    assert b"did not confirm" in notice[0].raw and commands.show_request(app, rid)["open_flag"]
+
+
+def test_row10_an_expired_token_from_a_stranger_sends_no_notice(asked_app, clock) -> None:
+    app, rid, before = asked_app
+    raw = reply(app, auth="mx.clickport.io; none")  # the token, but no sender proof
+    clock.advance(days=31)
+    run(app, raw)
+    assert_no_action(app, rid, before)
 
 
 def test_row10_token_max_age_is_configurable(make_app, clock) -> None:

@@ -15,7 +15,7 @@ class Match:
 
     def run(self, mail: InboundMail, ctx: TriageContext, facts: Facts) -> Evidence:
         c = ctx.candidates
-        facts.token_problem = c.token_problem
+        facts.token_problem, facts.token_expired = c.token_problem, c.token_expired
         if c.by_thread and c.by_token and c.by_thread.id != c.by_token.id:
             facts.request, facts.matched_by, facts.match_conflict = c.by_token, "token", True
             return Evidence(
