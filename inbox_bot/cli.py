@@ -55,6 +55,17 @@ def _json_default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _aware(text: str, name: str) -> datetime:
+    """An ISO-8601 time with a UTC offset, or a one-line error naming the argument."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise CommandError(f"{name}: {text!r} is not an ISO-8601 time with offset") from exc
+    if value.tzinfo is None:
+        raise CommandError(f"{name}: {text!r} needs a UTC offset, e.g. 2026-12-01T10:00:00+01:00")
+    return value
+
+
 def _staff(args: argparse.Namespace) -> str:
     return f"staff:{args.by or getpass.getuser()}"
 
@@ -73,7 +84,9 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def cmd_request_add(args: argparse.Namespace) -> int:
     view = commands.add_request(_app(args), args.email, args.account_id, args.note or "", _staff(args),
-                                language=args.language)
+                                language=args.language, previous_email=args.previous_email,
+                                email_changed_at=args.email_changed_at and _aware(args.email_changed_at,
+                                                                                  "--email-changed-at"))
     _print_json(view) if args.json else print(
         f"request {view['id']} for {view['email']}: {view['state']} (receipt queued; `inbox-bot poll --once` "
         "delivers it)")
@@ -238,12 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sla_deadline(args: argparse.Namespace) -> int:
-    try:
-        start = datetime.fromisoformat(args.start)
-    except ValueError as exc:
-        raise CommandError(f"FROM: {args.start!r} is not an ISO-8601 time with offset") from exc
-    if start.tzinfo is None:
-        raise CommandError(f"FROM: {args.start!r} needs a UTC offset, e.g. 2026-12-01T10:00:00+01:00")
+    start = _aware(args.start, "FROM")
     due = _app(args).calendar.deadline(start)
     _print_json({"from": start, "due": due}) if args.json else print(due.isoformat())
     return 0
@@ -292,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--account-id", help="the account id in the app")
     a.add_argument("--note", help="the customer's note from the deletion form")
     a.add_argument("--language", help="customer's language for our mails (default: workflow.language)")
+    a.add_argument("--previous-email", help="the account's address before its last change; with a change inside "
+                   "security.address_change_window it is told too and the request goes to a person")
+    a.add_argument("--email-changed-at", metavar="ISO-8601",
+                   help="when the address changed, with offset, e.g. 2026-12-01T10:00:00+01:00")
     a.add_argument("--by", help="staff name for the audit trail (default: your login)")
     for name, help_ in (("ask", "send the 'please confirm; anything to export or pause first?' mail"),
                         ("confirm", "staff decision: confirm (queues the erasure after the cooling-off)"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
@@ -44,18 +45,27 @@ def request_json(s, req: DeletionRequest) -> dict:  # noqa: ANN001
     due = as_utc(flag.sla_due_at) if flag is not None else as_utc(req.sla_due_at)
     return {"id": req.id, "email": req.email, "state": req.state, "open_flag": flag is not None,
             "sla_due_at": due.isoformat() if due else None, "account_id": req.account_id, "note": req.note,
-            "language": req.language, "created_at": as_utc(req.created_at).isoformat()}
+            "language": req.language, "created_at": as_utc(req.created_at).isoformat(),
+            "previous_email": req.previous_email,
+            "email_changed_at": changed.isoformat() if (changed := as_utc(req.email_changed_at)) else None}
 
 
 def add_request(app: App, email: str, account_id: str | None, note: str, actor: str,
-                language: str | None = None) -> dict:
-    try:
-        validate_email(email, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise CommandError(f"--email: {email!r} is not a valid address: {exc}") from exc
+                language: str | None = None, previous_email: str | None = None,
+                email_changed_at: datetime | None = None) -> dict:
+    for option, value in (("--email", email), ("--previous-email", previous_email)):
+        try:
+            if value is not None:
+                validate_email(value, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise CommandError(f"{option}: {value!r} is not a valid address: {exc}") from exc
+    if (previous_email is None) != (email_changed_at is None):
+        raise CommandError("--previous-email and --email-changed-at go together")
     with transaction(app.engine) as s:
         req = app.workflow.add_request(s, email=normalise_address(email), account_id=account_id, note=note,
-                                       actor=actor, now=app.clock(), language=language)
+                                       actor=actor, now=app.clock(), language=language,
+                                       previous_email=normalise_address(previous_email) if previous_email else None,
+                                       email_changed_at=email_changed_at)
         return request_json(s, req)
 
 

@@ -53,7 +53,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                  "max_per_recipient_per_hour": 10, "max_per_request_per_day": 10,
                  "max_per_address_per_day": 20},
     "database": {"url": "sqlite:///state.db"},
-    "security": {"trusted_authserv_ids": ["mx.clickport.io"], "own_domains": [], "token_max_age": "30d"},
+    "security": {"trusted_authserv_ids": ["mx.clickport.io"], "own_domains": [], "token_max_age": "30d",
+                 "verify_dkim": False, "address_change_window": "30d"},
     "workflow": {"auto_ask": False, "language": "en"},
     "intake": {"app_sender": "app@clickport.io"},
     "erasure": {"cooling_off": "1h", "plan": "", "max_attempts": 5, "retry_backoff": "1m", "lease": "1h",
@@ -216,6 +217,8 @@ class Config:
     erasure: ErasureSettings = field(default_factory=ErasureSettings)
     outgoing: OutgoingSettings = field(default_factory=OutgoingSettings)
     token_max_age: timedelta = timedelta(days=30)  # a reply token older than this (at our receipt) cannot confirm
+    verify_dkim: bool = False  # our own DKIM check (needs DNS) on top of the trusted Authentication-Results
+    address_change_window: timedelta = timedelta(days=30)  # a request this soon after an email change: a person
 
     @property
     def mailbox_domain(self) -> str:
@@ -379,6 +382,9 @@ def build_config(data: dict[str, Any], base_dir: Path, file: Path | None = None)
     trusted = _str_list(merged, "security", "trusted_authserv_ids")
     if not trusted:
         raise ConfigError("security.trusted_authserv_ids: needs at least one authserv-id (your MX's)")
+    verify_dkim = merged["security"]["verify_dkim"]
+    if not isinstance(verify_dkim, bool):
+        raise ConfigError(f"security.verify_dkim: must be true or false, got {verify_dkim!r}")
     db_url = _str(merged, "database", "url")
     if not re.match(r"^[a-z][a-z0-9+]*://", db_url):
         raise ConfigError(f"database.url: {db_url!r} is not an SQLAlchemy URL (e.g. sqlite:///state.db)")
@@ -411,6 +417,9 @@ def build_config(data: dict[str, Any], base_dir: Path, file: Path | None = None)
         erasure=_erasure_settings(merged, base_dir),
         outgoing=_outgoing_settings(merged, base_dir, _str(merged, "outgoing", "transport")),
         token_max_age=parse_duration(merged["security"]["token_max_age"], "security.token_max_age"),
+        verify_dkim=verify_dkim,
+        address_change_window=parse_duration(merged["security"]["address_change_window"],
+                                             "security.address_change_window"),
     )
     if cfg.token_max_age <= timedelta(0):
         raise ConfigError("security.token_max_age: must be more than 0s")

@@ -257,7 +257,8 @@ class Pipeline:
             log.warning("message %s: %s", mail.message_id, problem)
             return Action.FLAG_HUMAN.value
         req = self.workflow.add_request(s, email=note.email, account_id=note.account_id, note=note.note,
-                                        actor=f"app:{mail.message_id}", now=now, source="app-notification")
+                                        actor=f"app:{mail.message_id}", now=now, source="app-notification",
+                                        previous_email=note.previous_email, email_changed_at=note.email_changed_at)
         self._record(s, mail, Action.IGNORE, Intent.NONE, [f"app notification: created request {req.id}"],
                      request_id=req.id)
         log.info("message %s: app notification created request %s for %s", mail.message_id, req.id, req.email)

@@ -115,10 +115,14 @@ class Workflow:
                                     thread=thread, language=req.language, now=now)
         self._queue(s, req, kind, req.email, msg, now)
 
+    def _in_own_domain(self, address: str) -> bool:
+        """An address of ours (or a subdomain): the bot never mails it, so it can never answer itself."""
+        domain = address.rpartition("@")[2].lower()
+        return any(domain == d or domain.endswith("." + d) for d in self.cfg.own_domains)
+
     def _outgoing_refusal(self, s: Session, req: DeletionRequest, now: datetime) -> str | None:
         """Why no more customer mail may go for ``req`` now (None: it may)."""
-        domain = req.email.rpartition("@")[2].lower()
-        if any(domain == d or domain.endswith("." + d) for d in self.cfg.own_domains):
+        if self._in_own_domain(req.email):
             return "the address is in our own domain (a mail loop)"
         since, out = now - timedelta(days=1), self.cfg.outgoing
         recent = select(func.count()).select_from(OutboxMail).where(
@@ -145,19 +149,47 @@ class Workflow:
     # --- transitions ---------------------------------------------------------------------------
 
     def add_request(self, s: Session, *, email: str, account_id: str | None, note: str, actor: str,
-                    now: datetime, language: str | None = None, source: str = "cli") -> DeletionRequest:
-        """A new request (state received) and the "we received your request" mail."""
+                    now: datetime, language: str | None = None, source: str = "cli",
+                    previous_email: str | None = None, email_changed_at: datetime | None = None) -> DeletionRequest:
+        """A new request (state received) and the "we received your request" mail.
+
+        When the account's address changed within ``security.address_change_window`` before the request
+        (``previous_email``, ``email_changed_at``), a hijacked session may be behind it (threats row 22):
+        the previous address is told too, and the request is flagged, so that no mail alone confirms it.
+        """
+        changed_at = as_utc(email_changed_at)
         req = DeletionRequest(email=email, account_id=account_id, note=note or "", created_at=now,
                               updated_at=now, language=language or self.cfg.language, source=source,
-                              sla_due_at=self.calendar.deadline(now))
+                              sla_due_at=self.calendar.deadline(now), previous_email=previous_email,
+                              email_changed_at=changed_at)
         s.add(req)
         s.flush()
         self._audit(s, req, actor=actor, event="received", now=now, to_state=State.RECEIVED.value,
                     reasons=[f"request from {source}"])
         self._mail_customer(s, req, "received", now)
+        if previous_email and previous_email != email and changed_at is not None \
+                and now - changed_at <= self.cfg.address_change_window:
+            self._alert_previous_address(s, req, now)
         if self.cfg.auto_ask:
             self.ask(s, req, actor="bot", now=now, reasons=["workflow.auto_ask is on"])
         return req
+
+    def _alert_previous_address(self, s: Session, req: DeletionRequest, now: datetime) -> None:
+        """Tell the account's previous address about the request and hand the request to a person."""
+        old, when = req.previous_email or "", as_utc(req.email_changed_at)
+        days = max(0, (now - when).days) if when else 0
+        reason = (f"the account's address changed from {old} to {req.email} {days} day(s) before the request "
+                  "(a taken-over session?)")
+        if self._in_own_domain(old):
+            reason += "; the previous address is in our own domain, so it was not told"
+        else:
+            msg = self.composer.compose("address_change_alert", old, {**self._base_context(req), "changed_at": when},
+                                        reply_to=self.cfg.mailbox_address, language=req.language, now=now)
+            self._queue(s, req, "address_change_alert", old, msg, now)
+            reason += "; the previous address was told"
+        self.flag(s, req, reason=reason, now=now, actor="bot", evidence=[f"previous address {old}, changed {when}"],
+                  suggestion="confirm only after the customer re-authenticated in the app, or the previous "
+                             "address agreed; a reply from the previous address joins this flag")
 
     def ask(self, s: Session, req: DeletionRequest, *, actor: str, now: datetime,
             reasons: Sequence[str] = ()) -> None:

@@ -21,7 +21,7 @@ from inbox_bot.mail.compose import REPLY_MARKER, Composer, known_kinds
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 CUSTOMER_KINDS = ("received", "ask", "cancelled", "erasure_scheduled", "erased", "link_expired")
-ALL_KINDS = (*CUSTOMER_KINDS, "staff_flag")
+ALL_KINDS = (*CUSTOMER_KINDS, "address_change_alert", "staff_flag")
 LANGUAGES = ("en", "de")
 NOW = datetime(2026, 5, 12, 10, 15, tzinfo=UTC)
 CUSTOMER = "alice@customer.example"
@@ -69,6 +69,7 @@ def make_context(note: str = "Moving to another tool, thanks for everything.",
                     "state": "awaiting_confirmation", "language": "en",
                     "created_at": datetime(2026, 5, 11, 8, 30, tzinfo=UTC)},
         "run_after": datetime(2026, 5, 13, 11, 15, tzinfo=UTC),
+        "changed_at": datetime(2026, 5, 9, 17, 0, tzinfo=UTC),
         "restore_hours": 24,
         "backup_days": 30,
         "invoice_years": 7,
@@ -143,6 +144,21 @@ def test_customer_mail_says_what_the_customer_must_know(composer: Composer, kind
     for phrase in (*MUST_SAY[kind, lang], SIGNATURE[lang], "Moving to another tool", "#12"):
         assert phrase in flat(text), phrase
         assert phrase in flat(page, markup=True), phrase
+
+
+@pytest.mark.parametrize(("lang", "phrases"), [
+    ("en", ("until 9 May 2026", "Nothing has been deleted", "reply to this email at once", "#12")),
+    ("de", ("bis zum", "9. Mai 2026", "Es wurde nichts gelöscht", "antworten Sie bitte sofort", "#12")),
+])
+def test_the_alert_to_a_previous_address_gives_nothing_of_the_account_away(composer: Composer, lang: str,
+                                                                          phrases: tuple[str, ...]) -> None:
+    """Threats row 22: the previous address may belong to someone else by now; it learns that a request
+    exists and how to stop it, never the new address or the customer's note."""
+    text, page = parts(compose(composer, "address_change_alert", lang))
+    for phrase in phrases:
+        assert phrase in flat(text) and phrase in flat(page, markup=True), phrase
+    for secret in (CUSTOMER, "Moving to another tool", "acc_8812"):
+        assert secret not in text and secret not in page, secret
 
 
 def test_german_mails_are_german_and_english_mails_are_not(composer: Composer) -> None:
@@ -239,7 +255,7 @@ def test_naive_datetimes_are_utc(composer: Composer) -> None:
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize("kind", [k for k in ALL_KINDS if k != "address_change_alert"])  # it shows none
 def test_customer_text_is_data_never_template_source(composer: Composer, kind: str, lang: str) -> None:
     context = make_context(note=INJECTION, reply_text=INJECTION, reason=INJECTION, suggestion=INJECTION,
                            evidence=[INJECTION])

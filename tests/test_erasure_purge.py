@@ -36,7 +36,8 @@ def reply(app: App, addr: str, text: str, name: str) -> None:
 def erased_by_reply(app: App) -> int:
     """Ana asks, confirms by mail, is erased; Ben asks and cancels (his data must stay)."""
     rid = commands.add_request(app, ANA, "acc_1001", "moving to another tool, call me on +34 600 000 000",
-                               "app:test")["id"]
+                               "app:test", previous_email="ana.old@example.net",
+                               email_changed_at=app.clock() - timedelta(days=400))["id"]
     ben = commands.add_request(app, BEN, "acc_1002", "", "app:test")["id"]
     for r in (rid, ben):
         commands.staff_transition(app, "ask", r, "staff:test", "")
@@ -110,7 +111,7 @@ def test_purge_after_the_backup_window_keeps_only_a_minimal_record(bot: App, clo
     assert bot.purge_expired() == {}
 
     text = every_text(db)
-    for personal in (ANA, "calle mayor", "+34 600", "ana ruiz", "acc_1001", "thanks. ana"):
+    for personal in (ANA, "calle mayor", "+34 600", "ana ruiz", "acc_1001", "thanks. ana", "ana.old@"):
         assert personal not in text, personal
     assert BEN in text  # a cancelled request is ordinary support history: untouched
     view = commands.show_request(bot, rid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import json
 import sys
 from datetime import timedelta
 from email.message import EmailMessage
@@ -603,9 +604,8 @@ def test_row21_no_backscatter_to_a_spoofed_from(asked_app, body: str) -> None:
 # --- rows 22-23: outside what the bot can see --------------------------------------------------------
 
 def test_row22_notices_go_only_to_the_address_on_file(app: App) -> None:
-    """Row 22 needs the app's address-change history (notify the old address, in-app re-auth): out of scope
-    for the bot. What the bot guarantees: a request notified by the app mails only the account address on
-    file, never the notification's From or Reply-To.
+    """A request notified by the app mails only the account address on file, never the notification's From
+    or Reply-To. (In-app re-authentication is the app's part of row 22; the bot's part is below.)
     """
     msg = EmailMessage()
     msg["Authentication-Results"] = PASS.format(d="clickport.io")
@@ -709,3 +709,65 @@ def test_row23_a_hold_may_only_use_what_is_known_before_a_job(tmp_path) -> None:
 
 def test_token_expiry_default_is_thirty_days(app: App) -> None:
     assert app.cfg.token_max_age == timedelta(days=30)
+
+
+# --- row 22: a request soon after the account's address changed ---------------------------------------
+
+def test_row22_a_recent_address_change_tells_the_old_address_and_needs_a_person(app: App, clock) -> None:
+    changed = clock() - timedelta(days=3)
+    rid = commands.add_request(app, CUSTOMER, "acc_1", "", "staff:test", previous_email="Alice@Old.example",
+                               email_changed_at=changed)["id"]
+    commands.staff_transition(app, "ask", rid, "staff:test", "")
+    app.poll_once()
+    to = {m.to_addr: m.kind for m in outbox(app) if m.to_addr != STAFF}
+    assert to == {CUSTOMER: "ask", "alice@old.example": "address_change_alert"}
+    alert = last_sent(sent_dir(app))["alice@old.example"]
+    assert CUSTOMER not in alert.as_string(), "the old address is not told the new one"
+    flag = commands.list_flags(app)[0]
+    assert "changed from alice@old.example" in flag["reason"]
+    before = len(outbox(app))
+    run(app, reply(app))  # the new address confirms, verified: still a person's decision
+    assert_no_action(app, rid, before)
+    run(app, build_reply(alert, "alice@old.example", "This was not me! Please stop.", quote=False), "2.old")
+    m = commands.list_messages(app)[-1]
+    assert m["request_id"] == rid and m["action"] == "flag_human"
+    assert commands.show_request(app, rid)["previous_email"] == "alice@old.example"
+
+
+def test_row22_an_old_address_change_changes_nothing(app: App, clock) -> None:
+    rid = commands.add_request(app, CUSTOMER, "acc_1", "", "staff:test", previous_email="alice@old.example",
+                               email_changed_at=clock() - timedelta(days=90))["id"]
+    app.poll_once()
+    assert [m.to_addr for m in outbox(app)] == [CUSTOMER] and not commands.show_request(app, rid)["open_flag"]
+
+
+def test_row22_the_app_notification_carries_the_change(app: App, clock) -> None:
+    msg = EmailMessage()
+    msg["Authentication-Results"] = PASS.format(d="clickport.io")
+    msg["From"], msg["To"] = "app@clickport.io", "support@clickport.io"
+    msg["Subject"], msg["Message-ID"] = "Account deletion requested", "<notify-22@clickport.io>"
+    msg["X-Clickport-Event"] = "account-deletion-requested"
+    msg["X-Clickport-Account-Id"] = "acc_22"
+    msg["X-Clickport-Customer-Email"] = CUSTOMER
+    msg["X-Clickport-Previous-Email"] = "alice@old.example"
+    msg["X-Clickport-Email-Changed-At"] = (clock() - timedelta(hours=5)).isoformat()
+    msg.set_content("please")
+    run(app, msg.as_bytes())
+    assert sorted(m.to_addr for m in outbox(app) if m.to_addr != STAFF) == [CUSTOMER, "alice@old.example"]
+    assert commands.list_requests(app)[0]["open_flag"]
+    bad = msg.as_bytes().replace(b"<notify-22@", b"<notify-23@").replace(
+        msg["X-Clickport-Email-Changed-At"].encode(), b"yesterday")
+    run(app, bad, "2.bad")
+    assert len(commands.list_requests(app)) == 1 and "Changed-At" in commands.list_messages(app)[-1]["reasons"][0]
+
+
+def test_row22_request_add_on_the_command_line(app: App, capsys) -> None:
+    cfg = app.cfg.base_dir / "inbox-bot.toml"
+    cfg.write_text("")
+    base = ["--config", str(cfg), "request", "add", "--email", CUSTOMER, "--previous-email", "alice@old.example"]
+    assert cli.main([*base, "--email-changed-at", "2026-11-30T10:00:00"]) == 1
+    err = capsys.readouterr().err
+    assert "--email-changed-at" in err and "UTC offset" in err
+    assert cli.main([*base, "--email-changed-at", "2026-11-30T10:00:00+01:00", "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert view["previous_email"] == "alice@old.example" and view["email_changed_at"].startswith("2026-11-30T09:00")

@@ -83,8 +83,8 @@ def _scrub_json(text: str, pattern: re.Pattern[str] | None) -> str:
 
 def purge_request(s: Session, req: DeletionRequest, key: bytes, now: datetime) -> None:
     """Remove the personal data of one erased request from every table of ours, in the caller's session."""
-    email = req.email
-    pattern = _scrubber(email, req.account_id)
+    email, previous = req.email, req.previous_email
+    pattern = _scrubber(email, req.account_id, previous)
     for m in s.exec(select(InboundMessage).where(or_(InboundMessage.request_id == req.id,
                                                      InboundMessage.from_addr == email))).all():
         m.from_addr, m.subject, m.reply_text, m.evidence_json = None, "", "", "[]"
@@ -94,7 +94,7 @@ def purge_request(s: Session, req: DeletionRequest, key: bytes, now: datetime) -
         o.raw, o.last_error = b"", None
         if o.status == "pending":  # undelivered for a month: never send an emptied mail
             o.status = "purged"
-        if o.to_addr == email:
+        if o.to_addr in (email, previous):
             o.to_addr = ERASED
         s.add(o)
     for f in s.exec(select(Flag).where(Flag.request_id == req.id)).all():
@@ -113,6 +113,7 @@ def purge_request(s: Session, req: DeletionRequest, key: bytes, now: datetime) -
     s.exec(delete(ReplyToken).where(ReplyToken.request_id == req.id))
     req.email_hmac = email_hmac(key, email)
     req.email, req.note, req.account_id, req.purged_at = "", "", None, now
+    req.previous_email = None
     s.add(req)
     s.add(AuditEvent(request_id=req.id, at=now, actor="purge", event="purged",
                      reasons_json=json.dumps(["personal data removed after the backup window; "

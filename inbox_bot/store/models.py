@@ -45,6 +45,8 @@ class DeletionRequest(SQLModel, table=True):
     erased_at: datetime | None = None  # opens the restore window; starts the backup-retention clock
     purged_at: datetime | None = None  # personal data removed from our own tables (erasure.backup_days)
     email_hmac: str | None = None  # keyed hash kept after the purge, so a returning address can be recognised
+    previous_email: str | None = None  # the account's address before a recent change (threats row 22)
+    email_changed_at: datetime | None = None
 
 
 class ReplyToken(SQLModel, table=True):
