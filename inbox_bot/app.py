@@ -93,7 +93,8 @@ class App:
     @cached_property
     def triage_context(self) -> TriageContext:
         return TriageContext(rules=self.rules, trusted_authserv_ids=self.cfg.trusted_authserv_ids,
-                             mailbox_address=self.cfg.mailbox_address, own_domains=self.cfg.own_domains)
+                             mailbox_address=self.cfg.mailbox_address, own_domains=self.cfg.own_domains,
+                             require_token_for_confirm=self.cfg.require_token_for_confirm)
 
     @cached_property
     def pipeline(self) -> Pipeline:

@@ -54,7 +54,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                  "max_per_address_per_day": 20},
     "database": {"url": "sqlite:///state.db"},
     "security": {"trusted_authserv_ids": ["mx.clickport.io"], "own_domains": [], "token_max_age": "30d",
-                 "verify_dkim": False, "address_change_window": "30d"},
+                 "verify_dkim": False, "address_change_window": "30d", "require_token_for_confirm": True},
     "workflow": {"auto_ask": False, "language": "en"},
     "intake": {"app_sender": "app@clickport.io"},
     "erasure": {"cooling_off": "1h", "plan": "", "max_attempts": 5, "retry_backoff": "1m", "lease": "1h",
@@ -219,6 +219,7 @@ class Config:
     token_max_age: timedelta = timedelta(days=30)  # a reply token older than this (at our receipt) cannot confirm
     verify_dkim: bool = False  # our own DKIM check (needs DNS) on top of the trusted Authentication-Results
     address_change_window: timedelta = timedelta(days=30)  # a request this soon after an email change: a person
+    require_token_for_confirm: bool = True  # a confirm needs the request's reply token in To/Cc
 
     @property
     def mailbox_domain(self) -> str:
@@ -256,6 +257,13 @@ def _str(merged: dict, section: str, key: str) -> str:
     value = merged[section][key]
     if not isinstance(value, str):
         raise ConfigError(f"{section}.{key}: must be a string, got {type(value).__name__}")
+    return value
+
+
+def _bool(merged: dict, section: str, key: str) -> bool:
+    value = merged[section][key]
+    if not isinstance(value, bool):
+        raise ConfigError(f"{section}.{key}: must be true or false, got {value!r}")
     return value
 
 
@@ -374,9 +382,7 @@ def build_config(data: dict[str, Any], base_dir: Path, file: Path | None = None)
     """Validate ``data`` (parsed TOML) over the defaults."""
     _check_sections(data)
     merged = {s: {**d, **data.get(s, {})} for s, d in DEFAULTS.items()}
-    auto_ask = merged["workflow"]["auto_ask"]
-    if not isinstance(auto_ask, bool):
-        raise ConfigError(f"workflow.auto_ask: must be true or false, got {auto_ask!r}")
+    auto_ask = _bool(merged, "workflow", "auto_ask")
     address = _address(merged, "mailbox", "address")
     own = _str_list(merged, "security", "own_domains") or (address.rpartition("@")[2],)
     trusted = _str_list(merged, "security", "trusted_authserv_ids")
@@ -420,6 +426,7 @@ def build_config(data: dict[str, Any], base_dir: Path, file: Path | None = None)
         verify_dkim=verify_dkim,
         address_change_window=parse_duration(merged["security"]["address_change_window"],
                                              "security.address_change_window"),
+        require_token_for_confirm=_bool(merged, "security", "require_token_for_confirm"),
     )
     if cfg.token_max_age <= timedelta(0):
         raise ConfigError("security.token_max_age: must be more than 0s")

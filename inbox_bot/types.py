@@ -155,6 +155,7 @@ class Facts:
     match_conflict: bool = False
     token_problem: str | None = None
     token_expired: bool = False
+    token_missing: bool = False  # the request's reply token is not in To/Cc, and a confirm needs it
     sender_verified: bool = False
     sender_reasons: list[str] = field(default_factory=list)
     reply_text: str = ""

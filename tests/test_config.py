@@ -70,3 +70,9 @@ def test_env_variable_names_the_config(tmp_path: Path, monkeypatch) -> None:
     f.write_text('[mailbox]\naddress = "help@example.com"\n')
     monkeypatch.setenv("INBOX_BOT_CONFIG", str(f))
     assert load_config().mailbox_address == "help@example.com"
+
+
+def test_security_switches_must_be_booleans(tmp_path) -> None:
+    for key in ("require_token_for_confirm", "verify_dkim"):
+        with pytest.raises(ConfigError, match=rf"^security\.{key}: must be true or false"):
+            build_config({"security": {key: "yes"}}, tmp_path)

@@ -771,3 +771,30 @@ def test_row22_request_add_on_the_command_line(app: App, capsys) -> None:
     assert cli.main([*base, "--email-changed-at", "2026-11-30T10:00:00+01:00", "--json"]) == 0
     view = json.loads(capsys.readouterr().out)
     assert view["previous_email"] == "alice@old.example" and view["email_changed_at"].startswith("2026-11-30T09:00")
+
+
+# --- issue 7: a confirm needs the request's reply token (security.require_token_for_confirm) ---------
+
+def _without_token(app: App, body: str) -> bytes:
+    """A reply in the thread (In-Reply-To) sent to the bare mailbox address, as a client that ignores Reply-To."""
+    return with_headers(reply(app, body), replace={"To": "To: support@clickport.io"})
+
+
+def test_a_confirm_without_the_reply_token_goes_to_a_person(asked_app) -> None:
+    app, rid, before = asked_app
+    run(app, _without_token(app, CONFIRM))
+    assert_no_action(app, rid, before)
+    assert any("no reply token" in r for r in commands.list_messages(app)[-1]["reasons"])
+
+
+def test_a_cancel_needs_only_the_verified_address(asked_app) -> None:
+    app, rid, _ = asked_app
+    run(app, _without_token(app, "Please cancel the deletion, I want to keep my account."))
+    assert commands.show_request(app, rid)["state"] == "cancelled"
+
+
+def test_require_token_for_confirm_can_be_turned_off(make_app) -> None:
+    app = make_app(security={"require_token_for_confirm": False})
+    rid = asked(app)
+    run(app, _without_token(app, CONFIRM))
+    assert commands.show_request(app, rid)["state"] == "erasure_queued"

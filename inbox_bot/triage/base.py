@@ -21,6 +21,7 @@ class TriageContext:
     trusted_authserv_ids: tuple[str, ...] = ("mx.clickport.io",)
     mailbox_address: str = "support@clickport.io"
     own_domains: tuple[str, ...] = ("clickport.io",)
+    require_token_for_confirm: bool = True  # a confirm needs its request's reply token in To/Cc
 
 
 class Check(Protocol):

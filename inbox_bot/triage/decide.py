@@ -37,6 +37,8 @@ def decide(mail: InboundMail, facts: Facts) -> tuple[Action, list[str]]:
     if facts.intent is Intent.CONFIRM:
         if facts.token_problem:  # threats row 10: an old or replayed token never confirms
             return Action.FLAG_HUMAN, [*reasons, facts.token_problem]
+        if facts.token_missing:  # issue 7: a thread id or a From alone never confirms
+            return Action.FLAG_HUMAN, [*reasons, "no reply token of this request in To/Cc: a confirm needs it"]
         if req.state in CONFIRMABLE:
             return Action.QUEUE_ERASURE, [*reasons, "verified sender confirmed"]
         return Action.FLAG_HUMAN, [*reasons, f"confirm while {req.state.value}"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inbox_bot.triage.base import TriageContext
-from inbox_bot.types import Evidence, Facts, InboundMail
+from inbox_bot.types import Candidates, Evidence, Facts, InboundMail
 
 
 class Match:
@@ -16,6 +16,12 @@ class Match:
     def run(self, mail: InboundMail, ctx: TriageContext, facts: Facts) -> Evidence:
         c = ctx.candidates
         facts.token_problem, facts.token_expired = c.token_problem, c.token_expired
+        evidence = self._find(c, facts)
+        has_token = facts.request is not None and c.by_token is not None and c.by_token.id == facts.request.id
+        facts.token_missing = ctx.require_token_for_confirm and not has_token
+        return evidence
+
+    def _find(self, c: Candidates, facts: Facts) -> Evidence:
         if c.by_thread and c.by_token and c.by_thread.id != c.by_token.id:
             facts.request, facts.matched_by, facts.match_conflict = c.by_token, "token", True
             return Evidence(
