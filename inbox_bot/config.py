@@ -388,9 +388,6 @@ def build_config(data: dict[str, Any], base_dir: Path, file: Path | None = None)
     trusted = _str_list(merged, "security", "trusted_authserv_ids")
     if not trusted:
         raise ConfigError("security.trusted_authserv_ids: needs at least one authserv-id (your MX's)")
-    verify_dkim = merged["security"]["verify_dkim"]
-    if not isinstance(verify_dkim, bool):
-        raise ConfigError(f"security.verify_dkim: must be true or false, got {verify_dkim!r}")
     db_url = _str(merged, "database", "url")
     if not re.match(r"^[a-z][a-z0-9+]*://", db_url):
         raise ConfigError(f"database.url: {db_url!r} is not an SQLAlchemy URL (e.g. sqlite:///state.db)")
@@ -423,7 +420,7 @@ def build_config(data: dict[str, Any], base_dir: Path, file: Path | None = None)
         erasure=_erasure_settings(merged, base_dir),
         outgoing=_outgoing_settings(merged, base_dir, _str(merged, "outgoing", "transport")),
         token_max_age=parse_duration(merged["security"]["token_max_age"], "security.token_max_age"),
-        verify_dkim=verify_dkim,
+        verify_dkim=_bool(merged, "security", "verify_dkim"),
         address_change_window=parse_duration(merged["security"]["address_change_window"],
                                              "security.address_change_window"),
         require_token_for_confirm=_bool(merged, "security", "require_token_for_confirm"),

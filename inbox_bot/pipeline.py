@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, or_, select
 
 from inbox_bot.intake import parse_notification
+from inbox_bot.mail.dkim_check import DnsFunc, verify_dkim
 from inbox_bot.mail.parse import ParseFailure, parse_mail
 from inbox_bot.mail.sources import Source, SourceItem
 from inbox_bot.store.db import transaction
@@ -108,6 +109,7 @@ class Pipeline:
     workflow: Workflow
     context: TriageContext
     clock: Callable[[], datetime]
+    dkim_dns: DnsFunc | None = None  # DNS for security.verify_dkim; None: the system resolver (tests inject one)
 
     def process(self, source: Source) -> Counter:
         """Process every pending message of ``source``; one bad message never stops the rest."""
@@ -140,6 +142,8 @@ class Pipeline:
             mail = parse_mail(raw, key)
         except ParseFailure as exc:
             return self._quarantine(key, raw, str(exc))
+        if self.workflow.cfg.verify_dkim:  # DNS at the edge; triage only reads the verdict
+            mail = replace(mail, dkim=verify_dkim(raw, self.dkim_dns))
         try:
             with transaction(self.engine) as s:
                 action = self._act(s, mail)

@@ -46,6 +46,34 @@ class AutoKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class DkimSignature:
+    """Our own verdict on one DKIM-Signature (computed at the edge, where DNS is; read by the pure Sender).
+
+    ``passed`` is dkimpy's cryptographic verdict; ``problems`` say why the signature must not count even so
+    (``l=``, guarded headers it leaves unsigned). It counts only when it passed with no problems.
+    """
+
+    domain: str
+    selector: str = ""
+    signed_headers: tuple[str, ...] = ()  # h=, lower-case, repeats kept (oversigning)
+    passed: bool = False
+    body_limit: bool = False  # l= present
+    problems: tuple[str, ...] = ()
+
+    @property
+    def counts(self) -> bool:
+        return self.passed and not self.problems
+
+
+@dataclass(frozen=True)
+class DkimResult:
+    """Every DKIM-Signature's verdict; ``problem`` when none could be checked (no signature, unreadable)."""
+
+    signatures: tuple[DkimSignature, ...] = ()
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class InboundMail:
     """One received message, decoded once at the edge so that triage never parses bytes.
 
@@ -76,6 +104,7 @@ class InboundMail:
     charsets: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     embedded_ids: tuple[str, ...] = ()
+    dkim: DkimResult | None = None  # our own DKIM check ([security] verify_dkim); None: not checked
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""

@@ -10,6 +10,11 @@ the message, before the first header our MX did not add (another authserv-id, or
 not stamped by our hosts). Anything below that was in the message before it reached us, so the
 sender wrote it. Every counted header must show a pass on its own, and a dmarc=fail in any of them
 vetoes: a forged "pass" can therefore never outvote a genuine "none" or "fail" (row 2a, 2b).
+
+With ``[security] verify_dkim`` the edge has also checked the DKIM signatures itself (``mail.dkim``); then
+a verified sender further needs one of them to count (it verifies, no ``l=``, no unsigned guarded header),
+to be aligned with the From domain, and to sign From, To and any Cc: the reply token is read from To/Cc,
+so a signature that leaves them open lets anyone who saw a signed mail put a token there (rows 3, 9).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import authres
 
 from inbox_bot.addresses import domain_of, mixed_script_labels, normalise_address, normalise_domain
 from inbox_bot.triage.base import TriageContext
-from inbox_bot.types import Evidence, Facts, InboundMail
+from inbox_bot.types import DkimSignature, Evidence, Facts, InboundMail
 
 GUARDED_HEADERS = (
     "From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References",
@@ -186,12 +191,49 @@ def header_problems(mail: InboundMail) -> list[str]:
     return problems
 
 
+def _dkim_rejection(sig: DkimSignature, from_domain: str | None, needed: list[str]) -> list[str]:
+    """Why one of our own DKIM verdicts does not prove the From (empty: it does)."""
+    why = list(sig.problems) or ([] if sig.passed else ["does not verify"])
+    if from_domain is None or not aligned(normalise_domain(sig.domain), from_domain):
+        why.append(f"d={_show(sig.domain) or '(none)'} is not aligned with the From domain {_show(from_domain or '?')}")
+    if "From" not in _signed(sig):
+        why.append("does not sign From")
+    if missing := [h for h in needed if h != "From" and h not in _signed(sig)]:
+        why.append(f"does not sign {', '.join(missing)}: a token there cannot be trusted")
+    return why
+
+
+def _signed(sig: DkimSignature) -> set[str]:
+    return {h.title() for h in sig.signed_headers}
+
+
+def own_dkim(mail: InboundMail, from_domain: str | None) -> tuple[list[str], list[str]]:
+    """(passes, problems) of our own DKIM check; both empty when it was not run (verify_dkim off)."""
+    result = mail.dkim
+    if result is None:
+        return [], []
+    if result.problem or not result.signatures:
+        return [], [f"own DKIM check: {_show(result.problem or 'no DKIM-Signature')}"]
+    needed = ["From", "To"] + (["Cc"] if mail.header("Cc") is not None else [])
+    notes = []
+    for sig in result.signatures:
+        why = _dkim_rejection(sig, from_domain, needed)
+        label = f"d={_show(sig.domain) or '(none)'} s={_show(sig.selector) or '(none)'}"
+        if not why:
+            return [f"own DKIM check: pass {label} aligned with {from_domain}, signs {', '.join(needed)}"], []
+        notes.append(f"own DKIM check: signature {label} does not count: {'; '.join(why)}")
+    head = (f"own DKIM check: no signature that verifies, is aligned with {_show(from_domain or '?')} "
+            f"and signs {', '.join(needed)}")
+    return [], [head, *notes]
+
+
 class Sender:
     name = "sender"
     description = (
         "Is the From the account address, proven by a trusted, aligned authentication pass? Needs one "
         "defect-free From equal to the request's address and a dmarc/dkim/spf pass aligned with its "
-        "domain in the Authentication-Results our own MX stamped."
+        "domain in the Authentication-Results our own MX stamped; with security.verify_dkim also our own "
+        "passing DKIM signature, aligned, signing From, To and Cc."
     )
 
     def run(self, mail: InboundMail, ctx: TriageContext, facts: Facts) -> Evidence:
@@ -209,18 +251,21 @@ class Sender:
         elif from_addr is not None:
             facts_lines.append(f"From {_show(from_addr)} equals the account address")
         auth = authenticate(mail, ctx, from_domain)
-        verified = not problems and auth.ok
+        dkim_passes, dkim_problems = own_dkim(mail, from_domain)
+        verified = not problems and auth.ok and not dkim_problems
         facts.sender_verified = verified
-        facts.sender_reasons = [*problems, *facts_lines, *auth.passes, *auth.problems, *auth.notes]
-        detail = ("verified: " + "; ".join([*facts_lines, *auth.passes]) if verified
-                  else "not verified: " + "; ".join([*problems, *auth.problems][:3]))
+        facts.sender_reasons = [*problems, *facts_lines, *auth.passes, *dkim_passes, *auth.problems, *dkim_problems,
+                                *auth.notes]
+        detail = ("verified: " + "; ".join([*facts_lines, *auth.passes, *dkim_passes]) if verified
+                  else "not verified: " + "; ".join([*problems, *auth.problems, *dkim_problems][:3]))
         data = {
             "from": from_addr,
             "request_email": request_email,
             "verified": verified,
             "auth_ok": auth.ok,
             "passes": auth.passes,
-            "problems": [*problems, *auth.problems],
+            "problems": [*problems, *auth.problems, *dkim_problems],
+            "own_dkim": None if mail.dkim is None else {"passes": dkim_passes, "problems": dkim_problems},
             "ignored": auth.notes,
             "trusted_results": auth.headers,
         }
