@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from sqlalchemy import Row, bindparam
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, or_, select
@@ -53,10 +54,41 @@ SUGGESTIONS = {
 }
 
 
-def snapshot(s: Session, req: DeletionRequest) -> RequestSnapshot:
-    open_flag = s.exec(select(Flag.id).where(Flag.request_id == req.id, Flag.status == "open")).first()
-    return RequestSnapshot(id=req.id, email=req.email, state=State(req.state), open_flag=open_flag is not None,
+# The per-message queries, built once: building a statement costs more than SQLite takes to run it.
+_SEEN = select(InboundMessage.id).where(InboundMessage.source_key == bindparam("source_key"))
+_OPEN_FLAG = select(Flag.id).where(Flag.request_id == bindparam("request_id"), Flag.status == "open")
+_THREAD_OWNERS = (select(OutboxMail.message_id, DeletionRequest)  # the mails we sent, with their requests
+                  .join(DeletionRequest, DeletionRequest.id == OutboxMail.request_id)
+                  .where(OutboxMail.message_id.in_(bindparam("ids", expanding=True))))
+_TOKEN = (select(ReplyToken.request_id, ReplyToken.created_at, ReplyToken.used_at)
+          .where(ReplyToken.token_hash == bindparam("token_hash")))
+_OPEN_REQUESTS_OF = (select(DeletionRequest)
+                     .where(DeletionRequest.email == bindparam("email"),
+                            DeletionRequest.state.in_([x.value for x in OPEN_STATES]))
+                     .order_by(DeletionRequest.id.desc()))
+_FIRST_RECORD = (select(InboundMessage.id, InboundMessage.request_id)
+                 .where(InboundMessage.action != Action.DUPLICATE.value).order_by(InboundMessage.id).limit(1))
+_SAME_BYTES = _FIRST_RECORD.where(InboundMessage.raw_sha256 == bindparam("raw_sha256"))
+_SAME_BYTES_OR_ID = _FIRST_RECORD.where(or_(InboundMessage.raw_sha256 == bindparam("raw_sha256"),
+                                            InboundMessage.message_id == bindparam("message_id")))
+
+
+def snapshot(s: Session, req: DeletionRequest, seen: dict[int, RequestSnapshot] | None = None) -> RequestSnapshot:
+    """``req`` as triage sees it; ``seen`` (one lookup's memo): thread, token and sender often name one request.
+
+    The request object stays referenced for the rest of the session (``s.info``): the identity map holds
+    objects weakly, and the transaction's later ``s.get`` of the matched request then needs no query.
+    The open flag is a plain read (no ORM flush): snapshots are taken while matching, before any write.
+    """
+    if seen is not None and req.id in seen:
+        return seen[req.id]
+    s.info.setdefault("requests", {})[req.id] = req
+    open_flag = s.connection().execute(_OPEN_FLAG, {"request_id": req.id}).first()
+    snap = RequestSnapshot(id=req.id, email=req.email, state=State(req.state), open_flag=open_flag is not None,
                            account_id=req.account_id)
+    if seen is not None:
+        seen[req.id] = snap
+    return snap
 
 
 def find_candidates(s: Session, mail: InboundMail, mailbox: str, *, now: datetime | None = None,
@@ -65,24 +97,25 @@ def find_candidates(s: Session, mail: InboundMail, mailbox: str, *, now: datetim
 
     Tokens are read from To/Cc only (never References/Delivered-To: threats row 9). A token stays bound
     to its request; one already used, or older than ``token_max_age`` at ``now`` (our receipt time, not
-    the mail's Date), is reported as ``token_problem`` so that it cannot confirm (row 10).
+    the mail's Date), is reported as ``token_problem`` so that it cannot confirm (row 10). The sender's
+    open requests are looked up only when neither the thread nor a token found one: Match reads them only then.
+    Matching runs before the transaction writes anything, so plain reads (no ORM flush) are what it sees.
     """
     by_thread = None
+    seen: dict[int, RequestSnapshot] = {}
     ids = [*mail.in_reply_to, *reversed(mail.references), *mail.embedded_ids]
     if ids:
-        rows = s.exec(select(OutboxMail.message_id, OutboxMail.request_id)
-                      .where(OutboxMail.message_id.in_(ids), OutboxMail.request_id.is_not(None))).all()
-        owner = dict(rows)
+        owner = dict(s.exec(_THREAD_OWNERS, params={"ids": ids}).all())
         for mid in ids:  # In-Reply-To first, then the newest reference
             if mid in owner:
-                by_thread = snapshot(s, s.get(DeletionRequest, owner[mid]))
+                by_thread = snapshot(s, owner[mid], seen)
                 break
     tokens = tokens_in([*mail.to_addrs, *mail.cc_addrs], mailbox)
     by_token, token_problem, token_expired = None, None, False
     for token in tokens:
-        row = s.exec(select(ReplyToken).where(ReplyToken.token_hash == token_hash(token))).first()
+        row = s.connection().execute(_TOKEN, {"token_hash": token_hash(token)}).first()
         if row is not None:
-            by_token = snapshot(s, s.get(DeletionRequest, row.request_id))
+            by_token = snapshot(s, s.get(DeletionRequest, row.request_id), seen)
             created = as_utc(row.created_at)
             if row.used_at is not None:
                 token_problem = "reply token already used for a confirmation: it cannot confirm again"
@@ -94,11 +127,9 @@ def find_candidates(s: Session, mail: InboundMail, mailbox: str, *, now: datetim
     if tokens and by_token is None:
         token_problem = "reply token matches no request (mistyped or guessed): it cannot confirm"
     by_sender: tuple[RequestSnapshot, ...] = ()
-    if mail.from_addr:
-        reqs = s.exec(select(DeletionRequest).where(DeletionRequest.email == mail.from_addr,
-                                                    DeletionRequest.state.in_([x.value for x in OPEN_STATES]))
-                      .order_by(DeletionRequest.id.desc())).all()
-        by_sender = tuple(snapshot(s, r) for r in reqs)
+    if mail.from_addr and by_thread is None and by_token is None:
+        reqs = s.exec(_OPEN_REQUESTS_OF, params={"email": mail.from_addr}).all()
+        by_sender = tuple(snapshot(s, r, seen) for r in reqs)
     return Candidates(by_thread=by_thread, by_token=by_token, token_seen=bool(tokens), by_sender=by_sender,
                       token_problem=token_problem, token_expired=token_expired)
 
@@ -128,8 +159,8 @@ class Pipeline:
     def process_one(self, item: SourceItem) -> str:
         """Record and act on one message; returns the action taken ('seen' if it was done before)."""
         key = item.key
-        with transaction(self.engine) as s:
-            if s.exec(select(InboundMessage.id).where(InboundMessage.source_key == key)).first():
+        with self.engine.begin() as c:  # one read: no ORM session needed
+            if c.execute(_SEEN, {"source_key": key}).first():
                 log.info("message key=%s already processed: marking it done", key)
                 return "seen"
         if item.folder == "sent":
@@ -191,12 +222,11 @@ class Pipeline:
         action, reasons = hold_back(decision.action, list(decision.reasons), holds)
         return replace(decision, action=action, reasons=tuple(reasons))
 
-    def _duplicate_of(self, s: Session, mail: InboundMail) -> InboundMessage | None:
-        cond = InboundMessage.raw_sha256 == mail.raw_sha256
-        if mail.message_id:
-            cond = or_(cond, InboundMessage.message_id == mail.message_id)
-        return s.exec(select(InboundMessage).where(cond, InboundMessage.action != Action.DUPLICATE.value)
-                      .order_by(InboundMessage.id)).first()
+    def _duplicate_of(self, s: Session, mail: InboundMail) -> Row | None:
+        """(id, request_id) of the first recorded message with the same bytes or the same Message-ID."""
+        stmt = _SAME_BYTES_OR_ID if mail.message_id else _SAME_BYTES
+        params = {"raw_sha256": mail.raw_sha256, "message_id": mail.message_id}
+        return s.connection().execute(stmt, params).first()  # the transaction's first read: nothing to flush
 
     def _record(self, s: Session, mail: InboundMail, action: Action, intent: Intent, reasons: list[str], *,
                 request_id: int | None, decision: Decision | None = None) -> InboundMessage:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, func, select
 
 from inbox_bot.config import Config
@@ -43,6 +44,10 @@ ALLOWED: dict[str, frozenset[State]] = {
     "start_erasure": frozenset({State.ERASURE_QUEUED}),
     "finish_erasure": frozenset({State.ERASING}),
 }
+
+
+# Built once (each reply that joins a flag asks): building a statement costs more than running it.
+_OPEN_FLAGS = select(Flag).where(Flag.request_id == bindparam("request_id"), Flag.status == "open")
 
 
 class TransitionError(ValueError):
@@ -144,7 +149,7 @@ class Workflow:
                 "support_address": self.cfg.mailbox_address}
 
     def _open_flags(self, s: Session, req: DeletionRequest) -> list[Flag]:
-        return list(s.exec(select(Flag).where(Flag.request_id == req.id, Flag.status == "open")).all())
+        return list(s.exec(_OPEN_FLAGS, params={"request_id": req.id}).all())
 
     # --- transitions ---------------------------------------------------------------------------
 
