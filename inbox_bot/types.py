@@ -45,6 +45,14 @@ class AutoKind(StrEnum):
     LIST = "list"
 
 
+# Headers that say who sent a mail, to whom, and in which thread (threats row 3): the Sender check rejects a
+# duplicate of any, and our own DKIM check does not count a signature that leaves an instance of one unsigned.
+# Shared here so that the mail layer need not import triage.
+GUARDED_HEADERS = (
+    "From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References",
+)
+
+
 @dataclass(frozen=True)
 class DkimSignature:
     """Our own verdict on one DKIM-Signature (computed at the edge, where DNS is; read by the pure Sender).

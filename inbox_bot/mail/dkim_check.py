@@ -18,8 +18,7 @@ import dkim
 from dkim.dnsplug import get_txt
 from dkim.util import parse_tag_value
 
-from inbox_bot.triage.sender import GUARDED_HEADERS
-from inbox_bot.types import DkimResult, DkimSignature
+from inbox_bot.types import GUARDED_HEADERS, DkimResult, DkimSignature
 
 DnsFunc = Callable[..., bytes | str | None]  # dkimpy's: (name: bytes, timeout=5) -> TXT record or None
 

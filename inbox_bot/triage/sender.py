@@ -22,15 +22,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import authres
-
 from inbox_bot.addresses import domain_of, mixed_script_labels, normalise_address, normalise_domain
+from inbox_bot.triage import authres_fast
 from inbox_bot.triage.base import TriageContext
-from inbox_bot.types import DkimSignature, Evidence, Facts, InboundMail
+from inbox_bot.types import GUARDED_HEADERS, DkimSignature, Evidence, Facts, InboundMail
 
-GUARDED_HEADERS = (
-    "From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References",
-)
 _COMMENTS = re.compile(r"^\s*(\([^()]*\)\s*)*")
 _AUTHSERV_ID = re.compile(r'"([^"]*)"|([^\s;()"]+)')
 _RECEIVED_BY = re.compile(r"\bby\s+([a-z0-9][a-z0-9.\-]*)", re.IGNORECASE)
@@ -124,18 +120,16 @@ def _alignment(value: str, from_domain: str) -> str:
 
 
 def _judge(sid: str, value: str, from_domain: str, finding: AuthFinding) -> None:
-    """Add one trusted header's passes and problems to ``finding``."""
+    """Add one trusted header's passes and problems to ``finding`` (parsed by authres, or its fast path)."""
     try:
-        parsed = authres.AuthenticationResultsHeader.parse_value(value)
+        parsed = authres_fast.parse(value)
     except Exception:  # hostile input must read as "no result", never crash triage
         finding.problems.append(f"unparseable Authentication-Results by {sid}: counts as no result")
         finding.headers.append({"authserv_id": sid, "results": None})
         return
     results = []
     passes = []
-    for r in parsed.results:
-        method, result = r.method.lower(), r.result.lower()
-        props = {f"{p.type}.{p.name}".lower(): str(p.value or "") for p in r.properties}
+    for method, result, props in parsed.results:
         results.append({"method": method, "result": result, **props})
         if method == "dmarc":
             header_from = props.get("header.from")
