@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, bindparam
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, or_, select
@@ -66,11 +66,12 @@ _OPEN_REQUESTS_OF = (select(DeletionRequest)
                      .where(DeletionRequest.email == bindparam("email"),
                             DeletionRequest.state.in_([x.value for x in OPEN_STATES]))
                      .order_by(DeletionRequest.id.desc()))
-_FIRST_RECORD = (select(InboundMessage.id, InboundMessage.request_id)
-                 .where(InboundMessage.action != Action.DUPLICATE.value).order_by(InboundMessage.id).limit(1))
-_SAME_BYTES = _FIRST_RECORD.where(InboundMessage.raw_sha256 == bindparam("raw_sha256"))
-_SAME_BYTES_OR_ID = _FIRST_RECORD.where(or_(InboundMessage.raw_sha256 == bindparam("raw_sha256"),
-                                            InboundMessage.message_id == bindparam("message_id")))
+# Recorded before: under this key (done already) or the same bytes / Message-ID under another key (a duplicate).
+_EARLIER = (select(InboundMessage.id, InboundMessage.request_id, InboundMessage.source_key, InboundMessage.action)
+            .where(or_(InboundMessage.source_key == bindparam("source_key"),
+                       InboundMessage.raw_sha256 == bindparam("raw_sha256"),
+                       InboundMessage.message_id == bindparam("message_id")))  # NULL matches nothing
+            .order_by(InboundMessage.id))
 
 
 def snapshot(s: Session, req: DeletionRequest, seen: dict[int, RequestSnapshot] | None = None) -> RequestSnapshot:
@@ -159,20 +160,16 @@ class Pipeline:
     def process_one(self, item: SourceItem) -> str:
         """Record and act on one message; returns the action taken ('seen' if it was done before)."""
         key = item.key
-        with self.engine.begin() as c:  # one read: no ORM session needed
-            if c.execute(_SEEN, {"source_key": key}).first():
-                log.info("message key=%s already processed: marking it done", key)
-                return "seen"
         if item.folder == "sent":
-            return self._staff_reply(item)
+            return "seen" if self._seen(key) else self._staff_reply(item)
         if item.raw is None:
-            return self._quarantine(key, b"", item.problem or "the source could not load the message",
-                                    what="large mail")
+            return "seen" if self._seen(key) else self._quarantine(
+                key, b"", item.problem or "the source could not load the message", what="large mail")
         raw = item.raw
         try:
             mail = parse_mail(raw, key)
         except ParseFailure as exc:
-            return self._quarantine(key, raw, str(exc))
+            return "seen" if self._seen(key) else self._quarantine(key, raw, str(exc))
         if self.workflow.cfg.verify_dkim:  # DNS at the edge; triage only reads the verdict
             mail = replace(mail, dkim=verify_dkim(raw, self.dkim_dns))
         try:
@@ -188,11 +185,28 @@ class Pipeline:
             return self._quarantine(key, raw, f"error while handling it: {type(exc).__name__}: {exc}"[:300])
         return action
 
+    def _seen(self, key: str) -> bool:
+        """Recorded before (the process died between the commit and the mark at the source)?
+
+        A parsed message learns this inside its own transaction (``_act``), with the duplicate check in the
+        same query; this separate read is for what is not parsed there: Sent mail, unloadable or unparseable mail.
+        """
+        with self.engine.begin() as c:  # one read: no ORM session needed
+            seen = c.execute(_SEEN, {"source_key": key}).first() is not None
+        if seen:
+            log.info("message key=%s already processed: marking it done", key)
+        return seen
+
     # --- inside the transaction ----------------------------------------------------------------
 
     def _act(self, s: Session, mail: InboundMail) -> str:
         now = self.clock()
-        dup = self._duplicate_of(s, mail)
+        earlier = s.connection().execute(_EARLIER, {"source_key": mail.source_key, "raw_sha256": mail.raw_sha256,
+                                                    "message_id": mail.message_id}).all()
+        if any(row.source_key == mail.source_key for row in earlier):
+            log.info("message key=%s already processed: marking it done", mail.source_key)
+            return "seen"
+        dup = next((row for row in earlier if row.action != Action.DUPLICATE.value), None)
         if dup is not None:
             self._record(s, mail, Action.DUPLICATE, Intent.NONE, [f"same message as inbound #{dup.id}"],
                          request_id=dup.request_id)
@@ -221,12 +235,6 @@ class Pipeline:
                                                    "request_id": req.id})
         action, reasons = hold_back(decision.action, list(decision.reasons), holds)
         return replace(decision, action=action, reasons=tuple(reasons))
-
-    def _duplicate_of(self, s: Session, mail: InboundMail) -> Row | None:
-        """(id, request_id) of the first recorded message with the same bytes or the same Message-ID."""
-        stmt = _SAME_BYTES_OR_ID if mail.message_id else _SAME_BYTES
-        params = {"raw_sha256": mail.raw_sha256, "message_id": mail.message_id}
-        return s.connection().execute(stmt, params).first()  # the transaction's first read: nothing to flush
 
     def _record(self, s: Session, mail: InboundMail, action: Action, intent: Intent, reasons: list[str], *,
                 request_id: int | None, decision: Decision | None = None) -> InboundMessage:

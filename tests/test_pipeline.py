@@ -154,6 +154,22 @@ def test_malformed_mail_is_kept_flagged_and_processing_goes_on(app) -> None:
     assert any(p.name.startswith("1.bomb") for p in kept), "the malformed mail stays in the mailbox"
 
 
+def test_crash_after_quarantine_does_not_flag_the_malformed_mail_twice(app, monkeypatch) -> None:
+    drop(app, _bomb(40), "1.bomb")
+
+    def die(self, key: str, outcome: str) -> None:
+        raise CrashAfterCommit(key)
+
+    monkeypatch.setattr(MaildirSource, "mark_done", die)
+    with pytest.raises(CrashAfterCommit):
+        app.poll_once()
+    monkeypatch.undo()
+    counts = App(app.cfg, clock=app.clock).poll_once()
+    assert counts.get("seen") == 1 and "flag_human" not in counts
+    assert len(commands.list_flags(app)) == 1
+    assert list((inbox(app) / "new").iterdir()) == []
+
+
 def _notification(auth: str, sender: str = "app@clickport.io") -> bytes:
     msg = EmailMessage()
     msg["Authentication-Results"] = auth
