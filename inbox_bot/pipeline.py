@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, or_, select
@@ -66,6 +66,7 @@ _OPEN_REQUESTS_OF = (select(DeletionRequest)
                      .where(DeletionRequest.email == bindparam("email"),
                             DeletionRequest.state.in_([x.value for x in OPEN_STATES]))
                      .order_by(DeletionRequest.id.desc()))
+_INSERT_INBOUND = insert(InboundMessage)  # a plain insert: an ORM flush of its own cost more than the work
 # Recorded before: under this key (done already) or the same bytes / Message-ID under another key (a duplicate).
 _EARLIER = (select(InboundMessage.id, InboundMessage.request_id, InboundMessage.source_key, InboundMessage.action)
             .where(or_(InboundMessage.source_key == bindparam("source_key"),
@@ -218,13 +219,12 @@ class Pipeline:
         ctx = replace(self.context, candidates=find_candidates(
             s, mail, self.context.mailbox_address, now=now, token_max_age=self.workflow.cfg.token_max_age))
         decision = self._holds_checked(s, triage(mail, ctx))
-        inbound = self._record(s, mail, decision.action, decision.intent, list(decision.reasons),
-                               request_id=decision.request_id, decision=decision)
-        self._apply(s, mail, decision, inbound, now)
+        inbound_id = self._record(s, mail, decision.action, decision.intent, list(decision.reasons),
+                                  request_id=decision.request_id, decision=decision)
+        action, reasons = self._apply(s, mail, decision, inbound_id, now)
         log.info("message %s key=%s request=%s intent=%s action=%s reasons=%s", mail.message_id,
-                 mail.source_key, decision.request_id, decision.intent.value, inbound.action,
-                 "; ".join(json.loads(inbound.reasons_json)))
-        return inbound.action
+                 mail.source_key, decision.request_id, decision.intent.value, action.value, "; ".join(reasons))
+        return action.value
 
     def _holds_checked(self, s: Session, decision: Decision) -> Decision:
         """A confirm meets the erasure plan's holds (the app's data) before anything is queued."""
@@ -237,45 +237,47 @@ class Pipeline:
         return replace(decision, action=action, reasons=tuple(reasons))
 
     def _record(self, s: Session, mail: InboundMail, action: Action, intent: Intent, reasons: list[str], *,
-                request_id: int | None, decision: Decision | None = None) -> InboundMessage:
-        row = InboundMessage(
-            source_key=mail.source_key, message_id=mail.message_id, raw_sha256=mail.raw_sha256,
-            request_id=request_id, from_addr=mail.from_addr, subject=mail.subject[:500], intent=intent.value,
-            action=action.value, reasons_json=json.dumps(reasons),
-            evidence_json=json.dumps([e.line() for e in decision.evidence]) if decision else "[]",
-            reply_text=decision.facts.reply_text[:5000] if decision else "", received_at=self.clock(),
-        )
-        s.add(row)
-        s.flush()
-        return row
+                request_id: int | None, decision: Decision | None = None) -> int:
+        """Record the message (its ``source_key`` is unique: a second process fails here); returns its id."""
+        row = {
+            "source_key": mail.source_key, "message_id": mail.message_id, "raw_sha256": mail.raw_sha256,
+            "request_id": request_id, "from_addr": mail.from_addr, "subject": mail.subject[:500],
+            "intent": intent.value, "action": action.value, "reasons_json": json.dumps(reasons),
+            "evidence_json": json.dumps([e.line() for e in decision.evidence]) if decision else "[]",
+            "reply_text": decision.facts.reply_text[:5000] if decision else "", "received_at": self.clock(),
+        }
+        return s.connection().execute(_INSERT_INBOUND, row).inserted_primary_key[0]
 
-    def _apply(self, s: Session, mail: InboundMail, decision: Decision, inbound: InboundMessage,
-               now: datetime) -> None:
+    def _apply(self, s: Session, mail: InboundMail, decision: Decision, inbound_id: int,
+               now: datetime) -> tuple[Action, list[str]]:
+        """Carry the decision out; returns the action taken and why (a refused transition becomes a flag)."""
+        reasons = list(decision.reasons)
         if decision.request_id is None or decision.action in (Action.IGNORE, Action.UNMATCHED):
-            return
+            return decision.action, reasons
         req = s.get(DeletionRequest, decision.request_id)
         actor = f"customer:{mail.message_id or mail.source_key}"
-        reasons = list(decision.reasons)
+        action = decision.action
         try:
             if decision.action is Action.QUEUE_ERASURE:
                 self.workflow.confirm(s, req, actor=actor, now=now, reasons=reasons, message_id=mail.message_id)
                 self._use_tokens(s, mail, now)
-                return
+                return decision.action, reasons
             if decision.action is Action.CANCEL:
                 self.workflow.cancel(s, req, actor=actor, now=now, reasons=reasons, message_id=mail.message_id)
-                return
+                return decision.action, reasons
         except TransitionError as exc:
-            inbound.action = Action.FLAG_HUMAN.value
-            inbound.reasons_json = json.dumps([*reasons, str(exc)])
-            s.add(inbound)
+            action = Action.FLAG_HUMAN
             reasons.append(str(exc))
+            s.connection().execute(update(InboundMessage).where(InboundMessage.id == inbound_id).values(
+                action=Action.FLAG_HUMAN.value, reasons_json=json.dumps(reasons)))
         self.workflow.flag(s, req, reason=reasons[-1], now=now, suggestion=SUGGESTIONS[decision.intent],
                            evidence=[e.line() for e in decision.evidence], reply_text=decision.facts.reply_text,
-                           inbound_id=inbound.id, message_id=mail.message_id)
+                           inbound_id=inbound_id, message_id=mail.message_id)
         facts = decision.facts
         if facts.token_expired and facts.sender_verified and decision.intent is Intent.CONFIRM:
             self.workflow.notify(s, req, "link_expired", now=now, reasons=["the confirm came with an expired token"],
                                  reply_to_msg=mail.message_id)
+        return action, reasons
 
     def _use_tokens(self, s: Session, mail: InboundMail, now: datetime) -> None:
         for token in tokens_in([*mail.to_addrs, *mail.cc_addrs], self.context.mailbox_address):
@@ -292,8 +294,8 @@ class Pipeline:
         problem = note.problem or (None if facts.sender_verified else
                                    f"app notification not from a verified {app}: {evidence.detail}")
         if problem:
-            inbound = self._record(s, mail, Action.FLAG_HUMAN, Intent.NONE, [problem], request_id=None)
-            self.workflow.flag(s, None, reason=problem, now=now, inbound_id=inbound.id,
+            inbound_id = self._record(s, mail, Action.FLAG_HUMAN, Intent.NONE, [problem], request_id=None)
+            self.workflow.flag(s, None, reason=problem, now=now, inbound_id=inbound_id,
                                message_id=mail.message_id, evidence=[evidence.line()],
                                suggestion="check with the app team; add the request by hand if genuine")
             log.warning("message %s: %s", mail.message_id, problem)

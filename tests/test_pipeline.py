@@ -12,7 +12,8 @@ from inbox_bot.app import App
 from inbox_bot.mail.samples import PASS, build_reply, last_sent
 from inbox_bot.mail.sources import MaildirSource
 from inbox_bot.store.db import transaction
-from inbox_bot.store.models import ErasureJob, OutboxMail
+from inbox_bot.store.models import ErasureJob, InboundMessage, OutboxMail
+from inbox_bot.workflow import TransitionError, Workflow
 from tests.conftest import drop, inbox, sent_dir
 
 CUSTOMER = "ana.ruiz@example.net"
@@ -198,3 +199,21 @@ def test_app_notification_without_proof_creates_nothing(app) -> None:
     assert commands.list_requests(app) == []
     assert mails_of_kind(app, "received") == []
     assert len(commands.list_flags(app)) == 1
+
+
+def test_a_refused_transition_is_recorded_and_flagged_instead(app, monkeypatch) -> None:
+    """The state machine has the last word: if it refuses what triage decided, a person gets the message."""
+    rid = asked(app)
+    drop(app, reply(app, "Yes, please delete my account."), "1.confirm")
+
+    def refuse(self, s, req, **kw) -> None:  # noqa: ANN001
+        raise TransitionError(f"request {req.id}: cannot confirm while tested")
+
+    monkeypatch.setattr(Workflow, "confirm", refuse)
+    assert app.poll_once()["flag_human"] == 1
+    with transaction(app.engine) as s:
+        row = s.exec(select(InboundMessage).where(InboundMessage.request_id == rid)).one()
+    assert row.action == "flag_human" and row.reasons[-1] == f"request {rid}: cannot confirm while tested"
+    flags = commands.list_flags(app)
+    assert [(f["request_id"], f["reason"]) for f in flags] == [(rid, row.reasons[-1])]
+    assert jobs(app) == [] and commands.show_request(app, rid)["state"] == "awaiting_confirmation"
