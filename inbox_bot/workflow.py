@@ -48,6 +48,9 @@ ALLOWED: dict[str, frozenset[State]] = {
 
 # Built once (each reply that joins a flag asks): building a statement costs more than running it.
 _OPEN_FLAGS = select(Flag).where(Flag.request_id == bindparam("request_id"), Flag.status == "open")
+_FIRST_OPEN_FLAG = (select(Flag.id, Flag.urgent)
+                    .where(Flag.request_id == bindparam("request_id"), Flag.status == "open")
+                    .order_by(Flag.id).limit(1))
 # An audit event is only ever added: a plain insert spares the ORM its flush (most messages write nothing else).
 _INSERT_AUDIT = insert(AuditEvent)
 
@@ -255,23 +258,26 @@ class Workflow:
     def flag(self, s: Session, req: DeletionRequest | None, *, reason: str, now: datetime,
              suggestion: str = "", evidence: Sequence[str] = (), reply_text: str = "",
              inbound_id: int | None = None, message_id: str | None = None, actor: str = "bot",
-             notify: bool = True) -> Flag:
+             notify: bool = True) -> int:
         """Hand the request (or a lone message) to a person; staff get a notification with the evidence.
 
-        While a request has an open flag, new messages join it instead of opening another.
+        While a request has an open flag, new messages join it (the oldest) instead of opening another.
         ``notify=False``: no staff mail (the flag is about a staff mail that could not be delivered).
+        Returns the flag's id. Joining is what most replies to a flagged request do, so it reads plain rows.
         """
-        existing = self._open_flags(s, req) if req is not None else []
         restore_until = self.restore_window_end(req, now)
-        if existing:
-            flag = existing[0]
-            if restore_until is not None and not flag.urgent:
-                flag.urgent = True
-                flag.sla_due_at = min(as_utc(flag.sla_due_at) or restore_until, restore_until)
-                s.add(flag)
-            self._audit(s, req, actor=actor, event="flag_joined", now=now, message_id=message_id,
-                        reasons=[f"flag {flag.id}: {reason}"])
-            return flag
+        if req is not None:
+            s.flush()  # the plain read below must see this session's own changes (a flag resolved just now)
+            existing = s.connection().execute(_FIRST_OPEN_FLAG, {"request_id": req.id}).first()
+            if existing is not None:
+                if restore_until is not None and not existing.urgent:
+                    joined = s.get(Flag, existing.id)
+                    joined.urgent = True
+                    joined.sla_due_at = min(as_utc(joined.sla_due_at) or restore_until, restore_until)
+                    s.add(joined)
+                self._audit(s, req, actor=actor, event="flag_joined", now=now, message_id=message_id,
+                            reasons=[f"flag {existing.id}: {reason}"])
+                return existing.id
         due = self.calendar.deadline(now)
         flag = Flag(request_id=req.id if req else None, inbound_id=inbound_id, reason=reason,
                     suggestion=suggestion, evidence_json=json.dumps(list(evidence)), reply_text=reply_text,
@@ -291,7 +297,7 @@ class Workflow:
             msg = self.composer.compose("staff_flag", self.cfg.staff_address, context, now=now,
                                         auto_submitted="auto-generated")
             self._queue(s, req, "staff_flag", self.cfg.staff_address, msg, now)
-        return flag
+        return flag.id
 
     def restore_window_end(self, req: DeletionRequest | None, now: datetime) -> datetime | None:
         """When the customer's restore window closes, if ``req`` was erased and it is still open."""

@@ -44,11 +44,10 @@ def busy_day(app, clock) -> dict[str, int]:
     """Four requests: one breached and flagged, one still in time, one asked, one cancelled."""
     old = add(app, clock, berlin(2026, 12, 3, 10, 0), "old@example.net")  # due Fri 10:00: breached
     with transaction(app.engine) as s:
-        flag = app.workflow.flag(s, s.get(DeletionRequest, old), reason="reply asks a question",
-                                 now=clock.now, suggestion="Answer the question by hand, then ask again.",
-                                 evidence=["sender: HIT - dmarc=pass aligned", "classify: miss - question"],
-                                 reply_text=WORDS)
-        flag_id = flag.id
+        flag_id = app.workflow.flag(s, s.get(DeletionRequest, old), reason="reply asks a question",
+                                    now=clock.now, suggestion="Answer the question by hand, then ask again.",
+                                    evidence=["sender: HIT - dmarc=pass aligned", "classify: miss - question"],
+                                    reply_text=WORDS)
     fresh = add(app, clock, berlin(2026, 12, 7, 8, 0), "fresh@example.net")  # due Mon 17:00
     asked = add(app, clock, berlin(2026, 12, 7, 8, 5), "asked@example.net")
     commands.staff_transition(app, "ask", asked, "staff:kim", "")
@@ -131,14 +130,14 @@ def test_a_flag_on_a_lone_message_and_long_evidence(make_app, clock) -> None:
     clock.now = berlin(2026, 12, 7, 10, 0)
     evidence = [f"check {i}: HIT" for i in range(12)]
     with transaction(app.engine) as s:
-        flag = app.workflow.flag(s, None, reason="intake notification failed verification", now=clock.now,
-                                 evidence=evidence, reply_text="")
+        flag_id = app.workflow.flag(s, None, reason="intake notification failed verification", now=clock.now,
+                                    evidence=evidence, reply_text="")
     text = render_digest(app.engine, app.sla_watch, clock.now)["txt"]
-    assert f"Flag #{flag.id}, message matched no request" in text
+    assert f"Flag #{flag_id}, message matched no request" in text
     assert "The sender's words:" in text and "(empty)" in text
     assert "Suggestion: Read the evidence and decide: inbox-bot flags show" in text
     assert "check 7: HIT" in text and "check 8: HIT" not in text
-    assert f"... and 4 more: inbox-bot flags show {flag.id}" in text
+    assert f"... and 4 more: inbox-bot flags show {flag_id}" in text
 
 
 def digests(app) -> list[OutboxMail]:
@@ -212,7 +211,7 @@ def test_urgent_flags_come_first(make_app, clock) -> None:
     app = make_app(sla=SLA)
     ids = busy_day(app, clock)
     with transaction(app.engine) as s:
-        late = app.workflow.flag(s, None, reason="a reply after erasure", now=clock.now).id
+        late = app.workflow.flag(s, None, reason="a reply after erasure", now=clock.now)
         s.get(Flag, late).urgent = True
     parts = render_digest(app.engine, app.sla_watch, clock.now)
     flags = parts["txt"].split("Open flags (2):")[1]

@@ -23,11 +23,11 @@ def flagged(app, addr: str = "ana@example.net") -> tuple[int, int]:
     """A new request with an open flag on it (a question the bot would not answer)."""
     rid = commands.add_request(app, addr, "acc_1", "moving on", "staff:test")["id"]
     with transaction(app.engine) as s:
-        flag = app.workflow.flag(s, s.get(DeletionRequest, rid), reason="reply asks a question", now=app.clock(),
-                                 suggestion="Answer the question by hand, then ask again.",
-                                 evidence=["sender: HIT - dmarc=pass aligned"], reply_text=WORDS,
-                                 message_id="<q-1@example.net>")
-        return rid, flag.id
+        flag_id = app.workflow.flag(s, s.get(DeletionRequest, rid), reason="reply asks a question", now=app.clock(),
+                                    suggestion="Answer the question by hand, then ask again.",
+                                    evidence=["sender: HIT - dmarc=pass aligned"], reply_text=WORDS,
+                                    message_id="<q-1@example.net>")
+        return rid, flag_id
 
 
 def customer_mails(app, rid: int) -> list[OutboxMail]:
@@ -113,7 +113,7 @@ def test_a_refused_transition_rolls_back_the_resolution(app) -> None:
     rid, _ = flagged(app)
     commands.staff_transition(app, "confirm", rid, "staff:kim", "phone")  # resolves the first flag
     with transaction(app.engine) as s:
-        fid = app.workflow.flag(s, s.get(DeletionRequest, rid), reason="late question", now=app.clock()).id
+        fid = app.workflow.flag(s, s.get(DeletionRequest, rid), reason="late question", now=app.clock())
     with pytest.raises(TransitionError, match="cannot confirm while erasure_queued"):
         commands.resolve_flag(app, fid, "confirm", "staff:kim", "again")
     assert commands.show_flag(app, fid)["status"] == "open"
@@ -121,7 +121,7 @@ def test_a_refused_transition_rolls_back_the_resolution(app) -> None:
 
 def test_a_flag_on_a_lone_message_can_only_be_dismissed(app) -> None:
     with transaction(app.engine) as s:
-        fid = app.workflow.flag(s, None, reason="intake notification failed verification", now=app.clock()).id
+        fid = app.workflow.flag(s, None, reason="intake notification failed verification", now=app.clock())
     for action in ("confirm", "cancel", "reply"):
         with pytest.raises(CommandError, match="belongs to no request: only --action dismiss"):
             commands.resolve_flag(app, fid, action, "staff:kim", "r")

@@ -120,29 +120,29 @@ def test_a_flag_has_its_own_clock_which_resolving_stops(make_app, clock) -> None
     rid = new_request(app, clock, berlin(2026, 12, 7, 9, 30))
     clock.now = berlin(2026, 12, 7, 10, 0)
     with transaction(app.engine) as s:
-        flag = app.workflow.flag(s, s.get(DeletionRequest, rid), reason="reply asks a question", now=clock.now,
-                                 reply_text="Can I keep my invoices?")
+        flag_id = app.workflow.flag(s, s.get(DeletionRequest, rid), reason="reply asks a question", now=clock.now,
+                                    reply_text="Can I keep my invoices?")
     assert check_at(app, clock, berlin(2026, 12, 7, 15, 59)) == {"reminder": 0, "escalation": 0}
     assert check_at(app, clock, berlin(2026, 12, 7, 16, 0)) == {"reminder": 1, "escalation": 0}
     text = email.message_from_bytes(staff_mails(app)[0].raw, policy=email.policy.default).get_body(
         preferencelist=("plain",)).get_content()
-    assert f"Flag #{flag.id} on request #{rid}" in text and "reply asks a question" in text
-    assert f"inbox-bot flags show {flag.id}" in text
+    assert f"Flag #{flag_id} on request #{rid}" in text and "reply asks a question" in text
+    assert f"inbox-bot flags show {flag_id}" in text
     clock.now = berlin(2026, 12, 8, 9, 0)
-    commands.resolve_flag(app, flag.id, "dismiss", "staff:kim", "answered by phone")
+    commands.resolve_flag(app, flag_id, "dismiss", "staff:kim", "answered by phone")
     assert check_at(app, clock, berlin(2026, 12, 8, 11, 0)) == {"reminder": 0, "escalation": 0}
-    assert notices(app) == [("flag", flag.id, "reminder")]
+    assert notices(app) == [("flag", flag_id, "reminder")]
 
 
 def test_a_flag_without_a_request_is_watched_too(make_app, clock) -> None:
     app = make_app(sla=SLA)
     clock.now = berlin(2026, 12, 7, 10, 0)
     with transaction(app.engine) as s:
-        flag = app.workflow.flag(s, None, reason="intake notification failed verification", now=clock.now)
+        flag_id = app.workflow.flag(s, None, reason="intake notification failed verification", now=clock.now)
     assert check_at(app, clock, berlin(2026, 12, 8, 10, 0)) == {"reminder": 0, "escalation": 1}
     mail = staff_mails(app)[0]
     assert mail.request_id is None
-    assert f"Flag #{flag.id} (message matched no request)" in mail.raw.decode()
+    assert f"Flag #{flag_id} (message matched no request)" in mail.raw.decode()
 
 
 def test_business_time_not_wall_time_across_a_dst_change(make_app, clock) -> None:

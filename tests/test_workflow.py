@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+from datetime import timedelta
 
 import pytest
 from sqlmodel import select
 
 from inbox_bot import commands
 from inbox_bot.store.db import transaction
-from inbox_bot.store.models import AuditEvent, DeletionRequest, ErasureJob, ErasureStep, Flag, OutboxMail
+from inbox_bot.store.models import AuditEvent, DeletionRequest, ErasureJob, ErasureStep, Flag, OutboxMail, as_utc
 from inbox_bot.workflow import TransitionError
 
 
@@ -120,14 +121,45 @@ def test_flag_notifies_staff_once_and_later_messages_join_it(app) -> None:
         req = s.get(DeletionRequest, rid)
         f1 = app.workflow.flag(s, req, reason="question", now=app.clock(), evidence=["classify: HIT"])
         f2 = app.workflow.flag(s, req, reason="another question", now=app.clock())
-    assert f1.id == f2.id
+    assert f1 == f2
     staff = [m for m in outbox(app, rid) if m.kind == "staff_flag"]
     assert len(staff) == 1 and staff[0].to_addr == app.cfg.staff_address
     assert commands.list_requests(app)[0]["open_flag"] is True
     commands.staff_transition(app, "cancel", rid, "staff:kim", "customer asked by phone")
     with transaction(app.engine) as s:
-        assert s.get(Flag, f1.id).status == "resolved"
+        assert s.get(Flag, f1).status == "resolved"
     assert commands.list_requests(app)[0]["open_flag"] is False
+
+
+def test_a_flag_resolved_earlier_in_the_same_transaction_is_not_joined(app) -> None:
+    rid = new_request(app)
+    with transaction(app.engine) as s:
+        req = s.get(DeletionRequest, rid)
+        first = app.workflow.flag(s, req, reason="question", now=app.clock())
+        app.workflow.resolve_flags(s, req, actor="staff:kim", resolution="dismiss", reason="answered", now=app.clock())
+        second = app.workflow.flag(s, req, reason="another question", now=app.clock())
+    assert second != first
+    with transaction(app.engine) as s:
+        assert [(f.id, f.status) for f in s.exec(select(Flag).order_by(Flag.id))] == [
+            (first, "resolved"), (second, "open")]
+
+
+def test_a_message_joining_a_flag_inside_the_restore_window_makes_it_urgent(app) -> None:
+    rid = new_request(app)
+    now = app.clock()
+    with transaction(app.engine) as s:
+        req = s.get(DeletionRequest, rid)
+        fid = app.workflow.flag(s, req, reason="question", now=now)
+        req.state, req.erased_at = "erased", now - timedelta(hours=2)
+        s.add(req)
+    with transaction(app.engine) as s:
+        assert s.get(Flag, fid).urgent is False
+        joined = app.workflow.flag(s, s.get(DeletionRequest, rid), reason="undo, please", now=now)
+    assert joined == fid
+    with transaction(app.engine) as s:
+        flag = s.get(Flag, fid)
+        assert flag.urgent is True and as_utc(flag.sla_due_at) <= now + timedelta(hours=22)
+    assert [e.event for e in audit(app, rid)][-1] == "flag_joined"
 
 
 def test_auto_ask_sends_both_mails_at_once(make_app) -> None:
