@@ -19,7 +19,7 @@ from inbox_bot.commands import CommandError
 from inbox_bot.config import ConfigError, load_config
 from inbox_bot.mail.sources import SourceError
 from inbox_bot.rulebook import RulesError
-from inbox_bot.types import State
+from inbox_bot.types import State, aware_datetime
 from inbox_bot.workflow import TransitionError
 
 EPILOG = """\
@@ -58,12 +58,9 @@ def _json_default(value: object) -> object:
 def _aware(text: str, name: str) -> datetime:
     """An ISO-8601 time with a UTC offset, or a one-line error naming the argument."""
     try:
-        value = datetime.fromisoformat(text)
+        return aware_datetime(text)
     except ValueError as exc:
-        raise CommandError(f"{name}: {text!r} is not an ISO-8601 time with offset") from exc
-    if value.tzinfo is None:
-        raise CommandError(f"{name}: {text!r} needs a UTC offset, e.g. 2026-12-01T10:00:00+01:00")
-    return value
+        raise CommandError(f"{name}: {exc}") from exc
 
 
 def _staff(args: argparse.Namespace) -> str:

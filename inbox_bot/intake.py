@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from inbox_bot.addresses import normalise_address
-from inbox_bot.types import InboundMail
+from inbox_bot.types import InboundMail, aware_datetime
 
 EVENT_HEADER = "X-Clickport-Event"
 EVENT_DELETION = "account-deletion-requested"
@@ -56,7 +56,6 @@ def parse_notification(mail: InboundMail) -> Notification | None:
 
 def _aware_time(text: str) -> datetime | None:
     try:
-        value = datetime.fromisoformat(text)
+        return aware_datetime(text)
     except ValueError:
         return None
-    return value if value.tzinfo is not None else None

@@ -45,6 +45,21 @@ class AutoKind(StrEnum):
     LIST = "list"
 
 
+def aware_datetime(text: str) -> datetime:
+    """An ISO-8601 time with its UTC offset; ValueError saying what is wrong otherwise.
+
+    Without an offset the time would be read in whatever zone the machine runs in, a guess that
+    deadlines and the address-change window must not rest on.
+    """
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO-8601 time with offset") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} needs a UTC offset, e.g. 2026-12-01T10:00:00+01:00")
+    return value
+
+
 # Headers that say who sent a mail, to whom, and in which thread (threats row 3): the Sender check rejects a
 # duplicate of any, and our own DKIM check does not count a signature that leaves an instance of one unsigned.
 # Shared here so that the mail layer need not import triage.
