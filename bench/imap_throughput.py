@@ -256,7 +256,7 @@ def main() -> int:
         e2e, n, counts = end_to_end(app, a.profile)
         verdict = "OK" if e2e >= ceil / 2 else "BELOW TARGET"
         print(f"end to end (ImapSource -> triage -> act -> keyword), {n} messages: {e2e:,.0f} msg/s = "
-              f"{e2e / ceil:.0%} of the ceiling (target >= 50%: {verdict}); {counts}")
+              f"{e2e / ceil:.1%} of the ceiling (target >= 50%: {verdict}); {counts}")
 
         os.environ[PW_ENV] = idle_acct.password
         cfg_idle = {**cfg, "mailbox": {**cfg["mailbox"], "source": idle_acct.url(), "poll_interval": "10m"}}
