@@ -111,9 +111,8 @@ class CrashAfterCommit(Exception):
     """Stands in for the process dying between the commit and marking the message processed."""
 
 
-def test_crash_between_commit_and_mark_processed_acts_once(app, monkeypatch) -> None:
-    rid = asked(app)
-    drop(app, reply(app, "Yes, please delete my account."), "1.confirm")
+def crash_before_marking(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One pass that dies after each commit, before the message is marked processed at the source."""
 
     def die(self, key: str, outcome: str) -> None:
         raise CrashAfterCommit(key)
@@ -122,6 +121,12 @@ def test_crash_between_commit_and_mark_processed_acts_once(app, monkeypatch) -> 
     with pytest.raises(CrashAfterCommit):
         app.poll_once()
     monkeypatch.undo()
+
+
+def test_crash_between_commit_and_mark_processed_acts_once(app, monkeypatch) -> None:
+    rid = asked(app)
+    drop(app, reply(app, "Yes, please delete my account."), "1.confirm")
+    crash_before_marking(app, monkeypatch)
     assert list((inbox(app) / "new").iterdir()), "the message must still be pending"
     restarted = App(app.cfg, clock=app.clock)  # a new process: nothing cached
     counts = restarted.poll_once()
@@ -157,14 +162,7 @@ def test_malformed_mail_is_kept_flagged_and_processing_goes_on(app) -> None:
 
 def test_crash_after_quarantine_does_not_flag_the_malformed_mail_twice(app, monkeypatch) -> None:
     drop(app, _bomb(40), "1.bomb")
-
-    def die(self, key: str, outcome: str) -> None:
-        raise CrashAfterCommit(key)
-
-    monkeypatch.setattr(MaildirSource, "mark_done", die)
-    with pytest.raises(CrashAfterCommit):
-        app.poll_once()
-    monkeypatch.undo()
+    crash_before_marking(app, monkeypatch)
     counts = App(app.cfg, clock=app.clock).poll_once()
     assert counts.get("seen") == 1 and "flag_human" not in counts
     assert len(commands.list_flags(app)) == 1
