@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session, or_, select
+from sqlmodel import Session, and_, or_, select
 
 from inbox_bot.intake import parse_notification
 from inbox_bot.mail.dkim_check import DnsFunc, verify_dkim
@@ -67,11 +67,14 @@ _OPEN_REQUESTS_OF = (select(DeletionRequest)
                             DeletionRequest.state.in_([x.value for x in OPEN_STATES]))
                      .order_by(DeletionRequest.id.desc()))
 _INSERT_INBOUND = insert(InboundMessage)  # a plain insert: an ORM flush of its own cost more than the work
-# Recorded before: under this key (done already) or the same bytes / Message-ID under another key (a duplicate).
-_EARLIER = (select(InboundMessage.id, InboundMessage.request_id, InboundMessage.source_key, InboundMessage.action)
-            .where(or_(InboundMessage.source_key == bindparam("source_key"),
-                       InboundMessage.raw_sha256 == bindparam("raw_sha256"),
-                       InboundMessage.message_id == bindparam("message_id")))  # NULL matches nothing
+# Recorded before: under this key (done already), or the same bytes / Message-ID first recorded under another
+# key (this is a duplicate of it; earlier duplicates are left out, so a mail resent in a loop stays one row).
+_EARLIER = (select(InboundMessage.id, InboundMessage.request_id, InboundMessage.source_key)
+            .where(or_(InboundMessage.source_key == bindparam("source_key"),  # each term on its own index
+                       and_(InboundMessage.raw_sha256 == bindparam("raw_sha256"),
+                            InboundMessage.action != Action.DUPLICATE.value),
+                       and_(InboundMessage.message_id == bindparam("message_id"),  # NULL matches nothing
+                            InboundMessage.action != Action.DUPLICATE.value)))
             .order_by(InboundMessage.id))
 
 
@@ -207,8 +210,8 @@ class Pipeline:
         if any(row.source_key == mail.source_key for row in earlier):
             log.info("message key=%s already processed: marking it done", mail.source_key)
             return "seen"
-        dup = next((row for row in earlier if row.action != Action.DUPLICATE.value), None)
-        if dup is not None:
+        if earlier:
+            dup = earlier[0]
             self._record(s, mail, Action.DUPLICATE, Intent.NONE, [f"same message as inbound #{dup.id}"],
                          request_id=dup.request_id)
             log.info("message %s key=%s duplicate of inbound #%s", mail.message_id, mail.source_key, dup.id)

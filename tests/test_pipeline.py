@@ -102,9 +102,15 @@ def test_same_message_twice_is_a_duplicate_and_acts_once(app) -> None:
     raw = reply(app, "Yes, please delete my account.")
     drop(app, raw, "1.first")
     drop(app, raw, "2.again")
+    drop(app, raw, "3.and-again")
     counts = app.poll_once()
-    assert counts["queue_erasure"] == 1 and counts["duplicate"] == 1
+    assert counts["queue_erasure"] == 1 and counts["duplicate"] == 2
     assert len(jobs(app)) == 1 and len(mails_of_kind(app, "erasure_scheduled")) == 1
+    with transaction(app.engine) as s:
+        rows = s.exec(select(InboundMessage).where(InboundMessage.message_id.is_not(None))
+                      .order_by(InboundMessage.id)).all()
+    first, *dups = [r for r in rows if r.raw_sha256 == rows[-1].raw_sha256]
+    assert [d.reasons for d in dups] == [[f"same message as inbound #{first.id}"]] * 2  # each names the original
 
 
 class CrashAfterCommit(Exception):
