@@ -46,8 +46,8 @@ ALLOWED: dict[str, frozenset[State]] = {
 }
 
 
+_OPEN_FLAGS = select(Flag).where(Flag.request_id == bindparam("request_id"), Flag.status == "open")  # to resolve
 # Built once (each reply that joins a flag asks): building a statement costs more than running it.
-_OPEN_FLAGS = select(Flag).where(Flag.request_id == bindparam("request_id"), Flag.status == "open")
 _FIRST_OPEN_FLAG = (select(Flag.id, Flag.urgent)
                     .where(Flag.request_id == bindparam("request_id"), Flag.status == "open")
                     .order_by(Flag.id).limit(1))
